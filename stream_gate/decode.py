@@ -1,0 +1,276 @@
+"""Decode: PyAV readers that turn a file, ``loop://`` file or ``rtsp://`` camera into Frames.
+
+Each stream gets one thread. It samples decoded frames down to the stream's target rate
+*before* the costly colour conversion, stamps them with media time and wall-clock time and
+puts them into a bounded :class:`FrameQueue`. Live sources (RTSP, ``loop://``) drop the
+oldest queued frame when the pipeline falls behind, so it always works on recent frames;
+a plain file blocks instead, so every sampled frame of a recording is processed.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+import av.error
+import numpy as np
+
+from stream_gate.config import DecodeConfig
+from stream_gate.errors import SourceError
+from stream_gate.log import get_logger, redact_url
+from stream_gate.types import Frame
+
+SourceKind = Literal["file", "loop", "live"]
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a stream's frames come from: ``target`` is what PyAV opens."""
+
+    stream_id: str
+    kind: SourceKind
+    target: str
+    fps: float
+
+    @staticmethod
+    def parse(stream_id: str, url: str, fps: float) -> Source:
+        if url.startswith("loop://"):
+            return Source(stream_id, "loop", url.removeprefix("loop://"), fps)
+        if url.startswith("file://"):
+            return Source(stream_id, "file", url.removeprefix("file://"), fps)
+        if "://" in url:
+            return Source(stream_id, "live", url, fps)
+        return Source(stream_id, "file", url, fps)
+
+    @property
+    def is_live(self) -> bool:
+        return self.kind != "file"
+
+    def check(self) -> None:
+        """Fail fast for a local file that is missing or is not a readable video.
+
+        Live cameras are not probed here: a camera that is down at start-up is retried
+        at run time and must not stop the other streams.
+        """
+        if self.kind == "live":
+            return
+        path = Path(self.target)
+        if not path.is_file():
+            raise SourceError(f"stream {self.stream_id!r}: video file not found: {path}")
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise SourceError(
+                        f"stream {self.stream_id!r}: {path} has no video stream"
+                    )
+        except av.error.FFmpegError as exc:
+            raise SourceError(
+                f"stream {self.stream_id!r}: cannot read video {path}: {exc.strerror or exc}"
+            ) from None
+
+
+class FrameQueue:
+    """A bounded frame queue; ``put`` either drops the oldest frame or waits for room."""
+
+    def __init__(self, maxsize: int, drop_oldest: bool) -> None:
+        self._items: deque[Frame] = deque()
+        self._maxsize = maxsize
+        self._drop_oldest = drop_oldest
+        self._cond = threading.Condition()
+        self.dropped = 0
+        self.closed = False
+
+    def put(self, frame: Frame, stop: threading.Event) -> None:
+        with self._cond:
+            if self._drop_oldest:
+                if len(self._items) >= self._maxsize:
+                    self._items.popleft()
+                    self.dropped += 1
+            else:
+                while len(self._items) >= self._maxsize and not stop.is_set():
+                    self._cond.wait(0.1)
+            self._items.append(frame)
+
+    def get_nowait(self) -> Frame | None:
+        with self._cond:
+            if not self._items:
+                return None
+            frame = self._items.popleft()
+            self._cond.notify_all()
+            return frame
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+
+    @property
+    def exhausted(self) -> bool:
+        """True once the reader has finished and every queued frame was taken."""
+        with self._cond:
+            return self.closed and not self._items
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+class _Clock:
+    """Media time that never goes back, across file loops and camera reconnects."""
+
+    def __init__(self) -> None:
+        self._base = 0.0
+        self._last = -1.0
+        self._last_raw: float | None = None
+        self._period = 0.04
+
+    def stamp(self, raw: float | None, period: float) -> float:
+        if period > 0:
+            self._period = period
+        if raw is None:
+            t = self._last + self._period if self._last >= 0 else 0.0
+        else:
+            if self._last_raw is None:
+                self._base = -raw if self._last < 0 else self._last + self._period - raw
+            elif raw < self._last_raw:  # loop restart or camera reset
+                self._base = self._last + self._period - raw
+            self._last_raw = raw
+            t = raw + self._base
+        self._last = t
+        return t
+
+    def restart(self) -> None:
+        """The next raw time starts a new segment (a reopened file or camera)."""
+        self._last_raw = None
+
+
+class _Sampler:
+    """Keeps frames at most every 1/fps seconds of media time."""
+
+    def __init__(self, fps: float) -> None:
+        self._period = 1.0 / fps
+        self._next = 0.0
+
+    def keep(self, t: float) -> bool:
+        if t + 1e-6 < self._next:
+            return False
+        self._next = max(self._next + self._period, t + self._period * 0.5)
+        return True
+
+
+class StreamReader(threading.Thread):
+    """Decodes one source into a FrameQueue until the source ends or ``stop`` is set."""
+
+    def __init__(self, source: Source, cfg: DecodeConfig, stop: threading.Event) -> None:
+        super().__init__(name=f"decode-{source.stream_id}", daemon=True)
+        self.source = source
+        self.cfg = cfg
+        self.stop_event = stop
+        self.queue = FrameQueue(cfg.queue_size, drop_oldest=source.is_live)
+        self.decoded = 0
+        self.sampled = 0
+        self.corrupt_packets = 0
+        self.state = "starting"
+        self.error: str | None = None
+        self.decode_s = 0.0
+        self._clock = _Clock()
+        self._sampler = _Sampler(source.fps)
+
+    def _set_state(self, state: str, **kw: Any) -> None:
+        if state != self.state:
+            self.state = state
+            log.info("stream_state", stream_id=self.source.stream_id, state=state, **kw)
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # a reader must never take the process down
+            self.error = f"{type(exc).__name__}: {exc}"
+            self._set_state("failed", error=self.error)
+        finally:
+            self.queue.close()
+
+    def _run(self) -> None:
+        backoff = self.cfg.reconnect_min_s
+        while not self.stop_event.is_set():
+            try:
+                for frame in self._frames():
+                    self.queue.put(frame, self.stop_event)
+                    backoff = self.cfg.reconnect_min_s
+                    if self.stop_event.is_set():
+                        return
+            except (av.error.FFmpegError, OSError) as exc:
+                msg = redact_url(str(exc))
+                if self.source.kind == "file":
+                    self.error = msg
+                    self._set_state("failed", error=msg)
+                    return
+                self._set_state("reconnecting", error=msg, retry_in_s=round(backoff, 2))
+            else:
+                if self.source.kind == "file":
+                    self._set_state("ended")
+                    return
+                if self.source.kind == "loop":
+                    continue
+                self._set_state("reconnecting", error="stream ended", retry_in_s=backoff)
+            self.stop_event.wait(backoff * random.uniform(0.8, 1.2))
+            backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+
+    def _open(self) -> Any:
+        options: dict[str, str] = {}
+        if self.source.target.startswith(("rtsp://", "rtsps://")):
+            options["rtsp_transport"] = self.cfg.rtsp_transport
+        return av.open(
+            self.source.target,
+            options=options,
+            timeout=(self.cfg.open_timeout_s, self.cfg.read_timeout_s),
+        )
+
+    def _frames(self) -> Iterator[Frame]:
+        with self._open() as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            if self.cfg.threads:
+                stream.codec_context.thread_count = self.cfg.threads
+            rate = stream.average_rate or stream.guessed_rate
+            period = 1.0 / float(rate) if rate else 0.0
+            self._clock.restart()
+            self._set_state("live")
+            for packet in container.demux(stream):
+                if self.stop_event.is_set():
+                    return
+                t0 = time.perf_counter()
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    self.corrupt_packets += 1
+                    continue
+                self.decode_s += time.perf_counter() - t0
+                for vf in frames:
+                    yield from self._sample(vf, period)
+
+    def _sample(self, vf: Any, period: float) -> Iterator[Frame]:
+        index = self.decoded
+        self.decoded += 1
+        t = self._clock.stamp(vf.time, period)
+        if not self._sampler.keep(t):
+            return
+        t0 = time.perf_counter()
+        image: np.ndarray = vf.to_ndarray(format="bgr24")
+        self.decode_s += time.perf_counter() - t0
+        self.sampled += 1
+        yield Frame(
+            stream_id=self.source.stream_id,
+            index=index,
+            pts=vf.pts,
+            t=t,
+            wall_ms=int(time.time() * 1000),
+            image=image,
+        )

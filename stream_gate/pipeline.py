@@ -1,0 +1,249 @@
+"""Pipeline: wires decode -> batch -> detect -> track -> align -> score -> select -> publish.
+
+One decode thread per stream fills that stream's queue; the main loop gathers frames from
+all queues into one batch (up to ``detect.batch_size`` frames, waiting at most
+``detect.max_wait_ms`` for a partial batch), detects faces on the whole batch at once,
+then tracks, aligns, scores (one scorer call for all faces of the batch), selects and
+publishes, frame by frame in each stream's order.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from stream_gate.align import align_face
+from stream_gate.config import ScoreConfig, Settings
+from stream_gate.decode import Source, StreamReader
+from stream_gate.detect import CenterFaceDetector
+from stream_gate.log import get_logger
+from stream_gate.publish import DirectorySink, Sink
+from stream_gate.score import QualityScorer, gate_reason, make_scorer
+from stream_gate.select import Selector
+from stream_gate.track import Tracker
+from stream_gate.types import Candidate, Emission, Frame, TrackedFace, TrackEnd
+
+log = get_logger(__name__)
+STAGES = ("decode", "detect", "track", "align", "score", "select", "publish")
+
+
+@dataclass
+class TrackSummary:
+    """What happened to one track, kept when the pipeline runs with ``collect=True``."""
+
+    stream_id: str
+    track_id: int
+    hits: int = 0
+    scored: int = 0
+    confirmed: bool = False
+    best_quality: float = -1.0
+    emitted: list[Emission] = field(default_factory=list)
+
+
+@dataclass
+class RunReport:
+    """Counters and stage times of one run."""
+
+    frames: int = 0
+    faces: int = 0
+    scored: int = 0
+    gated: int = 0
+    emitted: int = 0
+    wall_s: float = 0.0
+    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    streams: dict[str, dict[str, int | str | None]] = field(default_factory=dict)
+    tracks: dict[tuple[str, int], TrackSummary] = field(default_factory=dict)
+    emissions: list[Emission] = field(default_factory=list)
+
+
+class _Stream:
+    """Per-stream state: reader thread, tracker, selector and its score settings."""
+
+    def __init__(self, settings: Settings, sid: str, stop: threading.Event, model: str) -> None:
+        cfg = settings.stream(sid)
+        self.source = Source.parse(sid, cfg.url, cfg.fps)
+        self.reader = StreamReader(self.source, settings.decode, stop)
+        self.tracker = Tracker(settings.track)
+        self.selector = Selector(settings.select_for(sid), model)
+        self.score_cfg: ScoreConfig = settings.score_for(sid)
+
+
+class Pipeline:
+    """Runs the configured streams until they end, ``duration`` passes or ``stop`` is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sinks: Sequence[Sink],
+        dump_scored: DirectorySink | None = None,
+        collect: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.sinks = list(sinks)
+        self.dump_scored = dump_scored
+        self.collect = collect
+        self.stop_event = threading.Event()
+        self.detector = CenterFaceDetector(settings.detect)
+        self.scorer: QualityScorer = make_scorer(settings.score)
+        self.streams = {
+            s.id: _Stream(settings, s.id, self.stop_event, self.scorer.name)
+            for s in settings.streams
+        }
+        self.report = RunReport()
+
+    def check_sources(self) -> None:
+        """Fail fast on missing or unreadable video files (raises SourceError)."""
+        for st in self.streams.values():
+            st.source.check()
+
+    def run(self, duration: float | None = None) -> RunReport:
+        t_start = time.perf_counter()
+        for st in self.streams.values():
+            st.reader.start()
+        try:
+            while not self.stop_event.is_set():
+                if duration is not None and time.perf_counter() - t_start >= duration:
+                    break
+                batch = self._gather()
+                if batch:
+                    self._process(batch)
+                elif all(st.reader.queue.exhausted for st in self.streams.values()):
+                    break
+                else:
+                    time.sleep(0.002)
+        finally:
+            self.stop_event.set()
+            for st in self.streams.values():
+                st.reader.join(timeout=5)
+            for sid, st in self.streams.items():
+                self._publish(self._ends(st, st.tracker.flush()))
+                self.report.streams[sid] = {
+                    "state": st.reader.state,
+                    "error": st.reader.error,
+                    "decoded": st.reader.decoded,
+                    "sampled": st.reader.sampled,
+                    "dropped": st.reader.queue.dropped,
+                    "corrupt_packets": st.reader.corrupt_packets,
+                }
+                self.report.stage_s["decode"] += st.reader.decode_s
+            for sink in self.sinks:
+                sink.close()
+            self.report.wall_s = time.perf_counter() - t_start
+        return self.report
+
+    def _gather(self) -> list[Frame]:
+        """Round-robin frames from all queues until the batch is full or the wait is over.
+
+        The wait (``detect.max_wait_ms``) starts with the first frame of the batch, so a
+        lone camera is never delayed by more than that for the sake of batching.
+        """
+        size = self.settings.detect.batch_size
+        batch: list[Frame] = []
+        deadline = 0.0
+        while len(batch) < size:
+            got = False
+            for st in self.streams.values():
+                frame = st.reader.queue.get_nowait() if len(batch) < size else None
+                if frame is not None:
+                    if not batch:
+                        deadline = time.perf_counter() + self.settings.detect.max_wait_ms / 1e3
+                    batch.append(frame)
+                    got = True
+            if got:
+                continue
+            if not batch or time.perf_counter() >= deadline:
+                break
+            if all(st.reader.queue.closed for st in self.streams.values()):
+                break
+            time.sleep(0.002)
+        return batch
+
+    def _timed(self, stage: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.report.stage_s[stage] += now - t0
+        return now
+
+    def _process(self, frames: list[Frame]) -> None:
+        t = time.perf_counter()
+        dets = self.detector.detect([f.image for f in frames])
+        t = self._timed("detect", t)
+        self.report.frames += len(frames)
+
+        todo: list[tuple[_Stream, Frame, TrackedFace]] = []
+        ended: list[tuple[_Stream, list[TrackEnd]]] = []
+        for frame, det in zip(frames, dets, strict=True):
+            st = self.streams[frame.stream_id]
+            step = st.tracker.step(det, frame.t)
+            self.report.faces += len(step.faces)
+            ended.append((st, step.ended))
+            for face in step.faces:
+                if self.collect:
+                    summ = self._summary(frame.stream_id, face.track_id)
+                    summ.hits, summ.confirmed = face.hits, face.confirmed
+                if gate_reason(face, st.score_cfg) is None:
+                    todo.append((st, frame, face))
+                else:
+                    self.report.gated += 1
+        t = self._timed("track", t)
+
+        crops = [align_face(frame.image, face.landmarks)[0] for _, frame, face in todo]
+        t = self._timed("align", t)
+
+        scores = self.scorer.score(crops, [face.landmarks for _, _, face in todo])
+        t = self._timed("score", t)
+        self.report.scored += len(todo)
+
+        out: list[Emission] = []
+        for i, (st, frame, face) in enumerate(todo):
+            cand = Candidate(
+                stream_id=frame.stream_id, track_id=face.track_id, frame_index=frame.index,
+                pts=frame.pts, t=frame.t, wall_ms=frame.wall_ms, box=face.box,
+                landmarks=face.landmarks, det_score=face.score, crop=crops[i],
+                quality=float(scores.quality[i]), quality_raw=float(scores.raw[i]),
+            )
+            if self.collect:
+                summ = self._summary(frame.stream_id, face.track_id)
+                summ.scored += 1
+                summ.best_quality = max(summ.best_quality, cand.quality)
+            if self.dump_scored is not None:
+                self.dump_scored.write_scored(cand)
+            out += st.selector.offer(cand, face.confirmed)
+        for st, ends in ended:
+            out += self._ends(st, ends)
+        for frame in frames:
+            out += self.streams[frame.stream_id].selector.tick(frame.t)
+        t = self._timed("select", t)
+        self._publish(out)
+
+    def _ends(self, st: _Stream, ends: list[TrackEnd]) -> list[Emission]:
+        out: list[Emission] = []
+        for end in ends:
+            out += st.selector.end(end)
+            if end.confirmed:
+                log.debug("track_end", stream_id=st.source.stream_id, track_id=end.track_id)
+        return out
+
+    def _publish(self, emissions: list[Emission]) -> None:
+        if not emissions:
+            return
+        t = time.perf_counter()
+        for sink in self.sinks:
+            sink.publish(emissions)
+        self._timed("publish", t)
+        self.report.emitted += len(emissions)
+        for em in emissions:
+            log.info(
+                "emitted", stream_id=em.candidate.stream_id, track_id=em.candidate.track_id,
+                reason=em.reason, rank=em.rank, quality=round(em.candidate.quality, 1),
+            )
+            if self.collect:
+                self._summary(em.candidate.stream_id, em.candidate.track_id).emitted.append(em)
+                self.report.emissions.append(em)
+
+    def _summary(self, sid: str, track_id: int) -> TrackSummary:
+        key = (sid, track_id)
+        if key not in self.report.tracks:
+            self.report.tracks[key] = TrackSummary(sid, track_id)
+        return self.report.tracks[key]

@@ -1,0 +1,38 @@
+"""onnxruntime sessions: the CPU runtime every install has."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from stream_gate.errors import ModelError
+
+
+class OrtModel:
+    """One ONNX model on onnxruntime; ``infer`` takes a batch and returns every output."""
+
+    def __init__(self, model: bytes | str, name: str, threads: int = 0) -> None:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # the shipped models carry harmless unused-initializer notes
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(
+                model, sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises several private exception types
+            raise ModelError(f"cannot load model {name}: {exc}") from None
+        self.name = name
+        self.input_name: str = self.session.get_inputs()[0].name
+        self.output_names: list[str] = [o.name for o in self.session.get_outputs()]
+
+    def infer(self, batch: npt.NDArray[np.float32]) -> Sequence[npt.NDArray[np.float32]]:
+        outputs: Sequence[npt.NDArray[np.float32]] = self.session.run(
+            self.output_names, {self.input_name: batch}
+        )
+        return outputs

@@ -1,0 +1,108 @@
+"""Decode: sampling, media time, loop://, drop-oldest, unreadable and corrupt files."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from stream_gate.config import DecodeConfig
+from stream_gate.decode import Source, StreamReader
+from stream_gate.errors import SourceError
+from stream_gate.types import Frame
+
+
+def drain(reader: StreamReader, limit: int = 10_000, timeout: float = 60) -> list[Frame]:
+    frames: list[Frame] = []
+    deadline = time.monotonic() + timeout
+    while len(frames) < limit and time.monotonic() < deadline:
+        f = reader.queue.get_nowait()
+        if f is not None:
+            frames.append(f)
+        elif reader.queue.exhausted:
+            break
+        else:
+            time.sleep(0.002)
+    return frames
+
+
+def test_file_is_sampled_to_target_fps_with_nothing_dropped(media: Callable[[str], Path]) -> None:
+    # crowd_walking_1080p.mp4: 105 frames at 25 fps (4.2 s); 5 fps keeps every 5th frame.
+    src = Source.parse("crowd", str(media("crowd_walking_1080p.mp4")), fps=5)
+    reader = StreamReader(src, DecodeConfig(queue_size=2), threading.Event())
+    reader.start()
+    frames = drain(reader)
+    reader.join(5)
+    assert reader.state == "ended" and reader.error is None
+    assert reader.decoded == 105
+    assert [f.index for f in frames] == list(range(0, 105, 5))
+    assert reader.queue.dropped == 0
+    ts = [f.t for f in frames]
+    assert ts[0] == pytest.approx(0.0)
+    assert all(b - a == pytest.approx(0.2, abs=1e-3) for a, b in pairwise(ts))
+    assert frames[0].image.shape == (1080, 1920, 3)
+    assert all(f.stream_id == "crowd" and f.wall_ms > 0 for f in frames)
+
+
+def test_loop_plays_forever_with_monotonic_time(media: Callable[[str], Path]) -> None:
+    # 41 frames at 12 fps: 150 frames take more than three loops.
+    src = Source.parse("walk", "loop://" + str(media("intel_face-demographics-walking.mp4")), 100)
+    assert src.is_live
+    stop = threading.Event()
+    reader = StreamReader(src, DecodeConfig(queue_size=1000), stop)
+    reader.start()
+    frames = drain(reader, limit=150)
+    stop.set()
+    reader.join(5)
+    assert len(frames) == 150
+    ts = [f.t for f in frames]
+    assert all(b > a for a, b in pairwise(ts))
+    assert ts[-1] > 150 / 12 - 1
+
+
+def test_live_source_drops_oldest_when_not_consumed(media: Callable[[str], Path]) -> None:
+    src = Source.parse("walk", "loop://" + str(media("intel_face-demographics-walking.mp4")), 100)
+    stop = threading.Event()
+    reader = StreamReader(src, DecodeConfig(queue_size=4), stop)
+    reader.start()
+    deadline = time.monotonic() + 30
+    while reader.sampled < 40 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    reader.join(5)
+    assert len(reader.queue) == 4
+    assert reader.queue.dropped == reader.sampled - 4
+    newest = [reader.queue.get_nowait() for _ in range(4)]
+    assert [f.index for f in newest if f] == sorted(f.index for f in newest if f)
+    assert newest[-1] is not None and newest[-1].index >= reader.sampled - 4
+
+
+def test_missing_and_unreadable_files_fail_the_check(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="video file not found"):
+        Source.parse("a", str(tmp_path / "none.mp4"), 5).check()
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"this is not a video" * 1000)
+    with pytest.raises(SourceError, match=r"stream 'b': cannot read video .*junk\.mp4"):
+        Source.parse("b", str(junk), 5).check()
+
+
+def test_corrupt_bytes_mid_file_do_not_stop_decoding(media: Callable[[str], Path],
+                                                      tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged.mp4"
+    shutil.copy(media("crowd_walking_1080p.mp4"), damaged)
+    data = bytearray(damaged.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 20_000] = bytes(range(256)) * 78 + bytes(32)  # overwrite ~20 kB
+    damaged.write_bytes(bytes(data))
+    reader = StreamReader(Source.parse("d", str(damaged), 25), DecodeConfig(), threading.Event())
+    reader.start()
+    frames = drain(reader)
+    reader.join(5)
+    assert reader.state == "ended"
+    assert len(frames) > 90  # the frames around the damage may be lost, the rest arrive
+    assert frames[-1].index >= 100

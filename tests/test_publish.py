@@ -1,0 +1,157 @@
+"""Publishing: schema v1 entries in the real Redis, the directory sink, outages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import redis
+
+from stream_gate.config import RedisConfig
+from stream_gate.errors import SinkError
+from stream_gate.publish import DirectorySink, RedisSink
+from stream_gate.types import Candidate, Emission
+
+SCHEMA_FIELDS = {"v", "emit_id", "stream_id", "track_id", "rank", "reason", "quality",
+                 "quality_raw", "det_score", "ts_ms", "pts", "frame_index", "bbox",
+                 "landmarks", "crop", "model"}
+
+
+def emission(i: int, stream: str = "cam") -> Emission:
+    crop = np.full((112, 112, 3), 40 + i, np.uint8)
+    cv2.circle(crop, (56, 56), 30, (200, 180, 160), -1)
+    c = Candidate(
+        stream_id=stream, track_id=7, frame_index=100 + i, pts=1000 + i, t=4.0 + i,
+        wall_ms=1_700_000_000_000 + i, box=np.array([10, 20, 110, 140], np.float32),
+        landmarks=np.arange(10, dtype=np.float32).reshape(5, 2), det_score=0.91, crop=crop,
+        quality=70.5 + i, quality_raw=0.705 + i / 100,
+    )
+    return Emission(emit_id=f"id{i}", reason="track_end", rank=1, candidate=c, model="heuristic")
+
+
+@pytest.mark.redis
+def test_entries_carry_every_schema_field(redis_client: redis.Redis, redis_key: str) -> None:
+    sink = RedisSink(RedisConfig(url="redis://127.0.0.1:6379/0", key=redis_key))
+    sink.publish([emission(0), emission(1)])
+    sink.close()
+    entries = redis_client.xrange(redis_key)
+    assert len(entries) == 2
+    fields = {k.decode(): v for k, v in entries[0][1].items()}
+    assert set(fields) == SCHEMA_FIELDS
+    assert fields["v"] == b"1" and fields["emit_id"] == b"id0"
+    assert json.loads(fields["bbox"]) == [10.0, 20.0, 110.0, 140.0]
+    assert np.array(json.loads(fields["landmarks"])).shape == (5, 2)
+    assert float(fields["quality"]) == pytest.approx(70.5)
+    crop = cv2.imdecode(np.frombuffer(fields["crop"], np.uint8), cv2.IMREAD_COLOR)
+    assert crop.shape == (112, 112, 3)
+    assert entries[1][1][b"emit_id"] == b"id1"
+
+
+@pytest.mark.redis
+def test_key_template_per_stream(redis_client: redis.Redis, redis_key: str) -> None:
+    sink = RedisSink(RedisConfig(url="redis://127.0.0.1:6379/0", key=redis_key + ":{stream_id}"))
+    try:
+        sink.publish([emission(0, "door"), emission(1, "hall")])
+        assert redis_client.xlen(redis_key + ":door") == 1
+        assert redis_client.xlen(redis_key + ":hall") == 1
+    finally:
+        sink.close()
+        redis_client.delete(redis_key + ":door", redis_key + ":hall")
+
+
+def test_unreachable_redis_is_a_startup_error() -> None:
+    with pytest.raises(SinkError, match=r"Redis at redis://127\.0\.0\.1:1/0 is unreachable"):
+        RedisSink(RedisConfig(url="redis://127.0.0.1:1/0", connect_timeout_s=1))
+
+
+def test_embedded_redis_works_and_is_stopped() -> None:
+    sink = RedisSink(RedisConfig(url="embedded"))
+    sink.publish([emission(0)])
+    assert sink.client.xlen("stream_gate:crops") == 1
+    sock = sink.url.removeprefix("unix://")
+    sink.close()
+    with pytest.raises(redis.RedisError):
+        redis.Redis(unix_socket_path=sock, socket_connect_timeout=1).ping()
+
+
+def test_directory_sink_pairs_jpeg_and_json(tmp_path: Path) -> None:
+    sink = DirectorySink(tmp_path / "crops")
+    sink.publish([emission(0), emission(1)])
+    jpgs = sorted((tmp_path / "crops").glob("*.jpg"))
+    assert len(jpgs) == 2
+    for jpg in jpgs:
+        meta = json.loads(jpg.with_suffix(".json").read_text())
+        assert set(meta) == SCHEMA_FIELDS - {"crop"}
+        assert cv2.imread(str(jpg)).shape == (112, 112, 3)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    yield port, procs
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def _start(port: int, procs: list[subprocess.Popen[bytes]], tmp: Path) -> None:
+    procs.append(subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    ))
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError("private redis-server did not start")
+
+
+@pytest.mark.redis
+def test_outage_keeps_entries_and_sends_them_in_order(
+    private_redis: tuple[int, list[subprocess.Popen[bytes]]], tmp_path: Path
+) -> None:
+    port, procs = private_redis
+    _start(port, procs, tmp_path)
+    sink = RedisSink(RedisConfig(url=f"redis://127.0.0.1:{port}/0", connect_timeout_s=0.5))
+    sink.publish([emission(0)])
+    procs[0].kill()
+    procs[0].wait()
+    sink.publish([emission(1)])  # Redis is down: kept, not raised
+    sink.publish([emission(2)])
+    assert sink.backlog == 2
+    _start(port, procs, tmp_path)  # a fresh, empty server on the same port
+    sink.publish([emission(3)])
+    assert sink.backlog == 0
+    ids = [f[b"emit_id"] for _, f in redis.Redis(port=port).xrange("stream_gate:crops")]
+    assert ids == [b"id1", b"id2", b"id3"]
+    sink.close()
+
+
+def test_readme_documents_every_schema_field() -> None:
+    from .conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Redis entry (schema `v=1`)")[1].split("\n## ")[0]
+    documented = {line.split("`")[1] for line in section.splitlines() if line.startswith("| `")}
+    assert documented == SCHEMA_FIELDS

@@ -1,0 +1,103 @@
+"""Selection policies: exact emissions for hand-made score sequences."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from stream_gate.config import SelectConfig
+from stream_gate.select import Selector
+from stream_gate.types import Candidate, TrackEnd
+
+
+def cand(track: int, frame: int, q: float, t: float | None = None) -> Candidate:
+    return Candidate(
+        stream_id="s", track_id=track, frame_index=frame, pts=frame,
+        t=frame * 0.2 if t is None else t, wall_ms=0, box=np.zeros(4, np.float32),
+        landmarks=np.zeros((5, 2), np.float32),
+        det_score=0.9, crop=np.zeros((112, 112, 3), np.uint8), quality=q, quality_raw=q / 100,
+    )
+
+
+def selector(**kw: object) -> Selector:
+    counter = itertools.count(1)
+    return Selector(SelectConfig(**kw), "test", make_id=lambda: f"e{next(counter)}")
+
+
+def summary(ems: list) -> list[tuple[str, int, int, float]]:
+    return [(e.reason, e.rank, e.candidate.frame_index, e.candidate.quality) for e in ems]
+
+
+def test_track_end_emits_top_k_in_rank_order_only_at_the_end() -> None:
+    sel = selector(policy="track_end", top_k=2)
+    out = []
+    for i, q in enumerate([40, 70, 55, 90, 20]):
+        out += sel.offer(cand(1, i, q), confirmed=i >= 2)
+    assert out == []
+    ems = sel.end(TrackEnd(1, True, 5))
+    assert summary(ems) == [("track_end", 1, 3, 90), ("track_end", 2, 1, 70)]
+    assert [e.emit_id for e in ems] == ["e1", "e2"]
+    assert sel.held_tracks == 0
+
+
+def test_unconfirmed_track_emits_nothing() -> None:
+    sel = selector(policy="improving", min_quality=10)
+    assert sel.offer(cand(1, 0, 80), confirmed=False) == []
+    assert sel.end(TrackEnd(1, False, 1)) == []
+
+
+def test_improving_emits_at_min_quality_then_only_on_real_improvement() -> None:
+    sel = selector(policy="improving", min_quality=50, improve_delta=10)
+    seq = [(30, True), (55, True), (60, True), (66, True), (64, True), (80, True)]
+    got = [summary(sel.offer(cand(1, i, q), confirmed=c)) for i, (q, c) in enumerate(seq)]
+    assert got == [[], [("improving", 1, 1, 55)], [], [("improving", 1, 3, 66)], [],
+                   [("improving", 1, 5, 80)]]
+    assert sel.end(TrackEnd(1, True, 6)) == []  # best already sent
+
+
+def test_improving_holds_until_confirmed_then_sends_the_best_so_far() -> None:
+    sel = selector(policy="improving", min_quality=50)
+    assert sel.offer(cand(1, 0, 75), confirmed=False) == []
+    assert sel.offer(cand(1, 1, 60), confirmed=False) == []
+    assert summary(sel.offer(cand(1, 2, 52), confirmed=True)) == [("improving", 1, 0, 75)]
+
+
+def test_below_min_quality_is_never_emitted() -> None:
+    sel = selector(policy="track_end", min_quality=60)
+    sel.offer(cand(1, 0, 59), confirmed=True)
+    assert sel.end(TrackEnd(1, True, 1)) == []
+
+
+def test_max_wait_emits_a_lingering_person_then_track_end_only_if_better() -> None:
+    sel = selector(policy="track_end", max_wait_s=1.0, improve_delta=5)
+    out = []
+    for i, q in enumerate([50, 60, 58, 57, 59]):  # t = 0.0 .. 0.8: under max_wait
+        out += sel.offer(cand(1, i, q), confirmed=True)
+    assert out == []
+    out = sel.offer(cand(1, 5, 62), confirmed=True)  # t = 1.0: waited long enough
+    assert summary(out) == [("max_wait", 1, 5, 62)]
+    sel.offer(cand(1, 6, 64), confirmed=True)  # +2: not enough to send again
+    assert sel.end(TrackEnd(1, True, 7)) == []
+
+    sel2 = selector(policy="track_end", max_wait_s=1.0, improve_delta=5)
+    for i, q in enumerate([50, 60, 58, 57, 59, 62]):
+        sel2.offer(cand(2, i, q), confirmed=True)
+    sel2.offer(cand(2, 6, 70), confirmed=True)  # +8 over the max_wait emission
+    assert summary(sel2.end(TrackEnd(2, True, 7))) == [("track_end", 1, 6, 70)]
+
+
+def test_tick_applies_max_wait_without_new_crops() -> None:
+    sel = selector(policy="track_end", max_wait_s=2.0)
+    sel.offer(cand(1, 0, 40, t=10.0), confirmed=True)
+    assert sel.tick(11.5) == []
+    assert summary(sel.tick(12.0)) == [("max_wait", 1, 0, 40)]
+    assert sel.tick(13.0) == []
+
+
+def test_tracks_are_independent() -> None:
+    sel = selector(policy="track_end")
+    sel.offer(cand(1, 0, 40), confirmed=True)
+    sel.offer(cand(2, 0, 90), confirmed=True)
+    assert summary(sel.end(TrackEnd(1, True, 1))) == [("track_end", 1, 0, 40)]
+    assert summary(sel.end(TrackEnd(2, True, 1))) == [("track_end", 1, 0, 90)]
