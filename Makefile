@@ -9,7 +9,7 @@ PYTEST_ARGS ?= -m "not gpu"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,train]'
 	touch $@
 
 setup: $(VENV)/.installed

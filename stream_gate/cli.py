@@ -56,6 +56,22 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--json", action="store_true", help="one JSON line per image")
     score.add_argument("--config", type=Path, help="TOML config file")
 
+    bench = sub.add_parser("bench", help="compare pipeline variants on the same input")
+    bench.add_argument("--source", action="append",
+                       help="video file or rtsp:// URL (repeat for several; default: the "
+                            "demo clip)")
+    bench.add_argument("--streams", type=int, default=1, help="concurrent cameras")
+    bench.add_argument("--duration", type=float, help="seconds per variant (loops files)")
+    bench.add_argument("--fps", type=float, default=5.0, help="analysed frames/s per stream")
+    bench.add_argument("--variants", default=",".join(("naive", "decode-only",
+                                                       "detector-only", "pipeline")))
+    bench.add_argument("--capacity", action="store_true",
+                       help="find the most cameras (paced loop://) sustained at --fps with "
+                            "p95 latency <= --max-latency-ms")
+    bench.add_argument("--max-latency-ms", type=float, default=1000.0)
+    bench.add_argument("--config", type=Path, help="TOML file over the defaults")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+
     tail = sub.add_parser("tail", help="read published entries back from Redis")
     tail.add_argument("--config", type=Path, help="TOML config file (redis section)")
     tail.add_argument("--url", help="Redis URL (default: redis.url of the config)")
@@ -70,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(args.log_level, args.log_json)
     try:
-        handler = {"run": cmd_run, "demo": cmd_demo, "score": cmd_score, "tail": cmd_tail}
+        handler = {"run": cmd_run, "demo": cmd_demo, "score": cmd_score, "tail": cmd_tail,
+                   "bench": cmd_bench}
         return int(handler[args.command](args))
     except StartupError as exc:
         for line in str(exc).splitlines():
@@ -175,6 +192,37 @@ def cmd_score(args: argparse.Namespace) -> int:
                               for f in result.faces) or "no face"
             print(f"{path}: {faces}")
     return status
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from stream_gate.bench import VARIANTS, find_capacity, format_table, run_bench, to_json
+    from stream_gate.demo import render_sample_clip
+
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        raise ConfigError(f"--variants: unknown {sorted(unknown)}; choose from {VARIANTS}")
+    with tempfile.TemporaryDirectory(prefix="stream-gate-bench-") as tmp:
+        sources = args.source or [str(render_sample_clip(Path(tmp) / "sample.mp4"))]
+        live = args.duration is not None or args.capacity
+
+        def urls(n: int) -> list[dict[str, Any]]:
+            out = []
+            for i in range(n):
+                url = sources[i % len(sources)]
+                if live and "://" not in url:
+                    url = "loop://" + url
+                out.append({"id": f"cam{i + 1}", "url": url, "fps": args.fps})
+            return out
+
+        if args.capacity:
+            result = find_capacity(
+                lambda n: load_settings(args.config, {"streams": urls(n)}),
+                args.duration or 20.0, args.fps, args.max_latency_ms)
+        else:
+            settings = load_settings(args.config, {"streams": urls(args.streams)})
+            result = run_bench(settings, args.variants.split(","), args.duration)
+        print(to_json(result) if args.json else format_table(result))
+    return 0
 
 
 def cmd_tail(args: argparse.Namespace) -> int:

@@ -33,6 +33,8 @@ class DecodeConfig(_Section):
     reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
     threads: Annotated[int, Field(ge=0, le=64)] = 0
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    loop_speed: Annotated[float, Field(ge=0, le=100)] = 1.0
+    skip_nonref: bool = True
 
 
 class DetectConfig(_Section):
@@ -56,10 +58,19 @@ class TrackConfig(_Section):
 
 
 class ScoreConfig(_Section):
-    model: Literal["heuristic"] = "heuristic"
+    model: str = "cr-fiqa-s"
+    threads: Annotated[int, Field(ge=0, le=256)] = 0
     min_det_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
     min_eye_px: Annotated[float, Field(ge=0)] = 10.0
     max_yaw_deg: Annotated[float, Field(gt=0, le=90)] = 60.0
+
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, v: str) -> str:
+        if v not in ("heuristic", "cr-fiqa-s") and not v.endswith(".json"):
+            raise ValueError("must be 'cr-fiqa-s', 'heuristic' or a path to a model manifest .json")
+        return v
 
 
 class SelectConfig(_Section):

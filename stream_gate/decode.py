@@ -182,6 +182,7 @@ class StreamReader(threading.Thread):
         self.decode_s = 0.0
         self._clock = _Clock()
         self._sampler = _Sampler(source.fps)
+        self._pace_start: float | None = None  # wall time of media time 0, for loop://
 
     def _set_state(self, state: str, **kw: Any) -> None:
         if state != self.state:
@@ -241,6 +242,10 @@ class StreamReader(threading.Thread):
                 stream.codec_context.thread_count = self.cfg.threads
             rate = stream.average_rate or stream.guessed_rate
             period = 1.0 / float(rate) if rate else 0.0
+            if self.cfg.skip_nonref and rate and self.source.fps <= float(rate) / 2:
+                # Sampling keeps at most every 2nd frame: let FFmpeg skip decoding the
+                # frames no other frame refers to (B-frames); the sampler picks from the rest.
+                stream.codec_context.skip_frame = "NONREF"
             self._clock.restart()
             self._set_state("live")
             for packet in container.demux(stream):
@@ -256,10 +261,24 @@ class StreamReader(threading.Thread):
                 for vf in frames:
                     yield from self._sample(vf, period)
 
+    def _pace(self, t: float) -> None:
+        """Hold a ``loop://`` file to its own frame rate × ``loop_speed``, like a camera."""
+        speed = self.cfg.loop_speed
+        if self.source.kind != "loop" or speed <= 0:
+            return
+        now = time.monotonic()
+        if self._pace_start is None:
+            self._pace_start = now - t / speed
+        ahead = self._pace_start + t / speed - now
+        if ahead > 0:
+            self.stop_event.wait(ahead)
+
     def _sample(self, vf: Any, period: float) -> Iterator[Frame]:
-        index = self.decoded
         self.decoded += 1
         t = self._clock.stamp(vf.time, period)
+        # The frame's position in the stream, also when skipped frames were never decoded.
+        index = round(t / period) if period > 0 else self.decoded - 1
+        self._pace(t)
         if not self._sampler.keep(t):
             return
         t0 = time.perf_counter()

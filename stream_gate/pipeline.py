@@ -40,6 +40,7 @@ class TrackSummary:
     confirmed: bool = False
     best_quality: float = -1.0
     emitted: list[Emission] = field(default_factory=list)
+    boxes: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,6 +57,7 @@ class RunReport:
     streams: dict[str, dict[str, int | str | None]] = field(default_factory=dict)
     tracks: dict[tuple[str, int], TrackSummary] = field(default_factory=dict)
     emissions: list[Emission] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)  # decode -> published, per frame
 
 
 class _Stream:
@@ -79,11 +81,13 @@ class Pipeline:
         sinks: Sequence[Sink],
         dump_scored: DirectorySink | None = None,
         collect: bool = False,
+        detect_only: bool = False,
     ) -> None:
         self.settings = settings
         self.sinks = list(sinks)
         self.dump_scored = dump_scored
         self.collect = collect
+        self.detect_only = detect_only  # benchmark bound: decode + detect, nothing after
         self.stop_event = threading.Event()
         self.detector = CenterFaceDetector(settings.detect)
         self.scorer: QualityScorer = make_scorer(settings.score)
@@ -170,6 +174,10 @@ class Pipeline:
         dets = self.detector.detect([f.image for f in frames])
         t = self._timed("detect", t)
         self.report.frames += len(frames)
+        if self.detect_only:
+            self.report.faces += sum(len(d) for d in dets)
+            self._latency(frames)
+            return
 
         todo: list[tuple[_Stream, Frame, TrackedFace]] = []
         ended: list[tuple[_Stream, list[TrackEnd]]] = []
@@ -182,6 +190,8 @@ class Pipeline:
                 if self.collect:
                     summ = self._summary(frame.stream_id, face.track_id)
                     summ.hits, summ.confirmed = face.hits, face.confirmed
+                    x1, y1, x2, y2 = (float(v) for v in face.box)
+                    summ.boxes[frame.index] = (x1, y1, x2, y2)
                 if gate_reason(face, st.score_cfg) is None:
                     todo.append((st, frame, face))
                 else:
@@ -216,6 +226,12 @@ class Pipeline:
             out += self.streams[frame.stream_id].selector.tick(frame.t)
         t = self._timed("select", t)
         self._publish(out)
+        self._latency(frames)
+
+    def _latency(self, frames: list[Frame]) -> None:
+        if self.collect:
+            now_ms = time.time() * 1000
+            self.report.latency_ms += [now_ms - f.wall_ms for f in frames]
 
     def _ends(self, st: _Stream, ends: list[TrackEnd]) -> list[Emission]:
         out: list[Emission] = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import cv2
@@ -19,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stream_gate.config import ScoreConfig
-from stream_gate.types import FloatArray, ImageBGR, TrackedFace
+from stream_gate.types import FloatArray, ImageBGR, Scores, TrackedFace
 
 
 def eye_distance(landmarks: FloatArray) -> float:
@@ -51,14 +50,6 @@ def gate_reason(face: TrackedFace, cfg: ScoreConfig) -> str | None:
     if abs(yaw_estimate(face.landmarks)) > cfg.max_yaw_deg:
         return "yaw"
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class Scores:
-    """Scores of a batch: ``raw`` as the model gives it, ``quality`` calibrated to 0–100."""
-
-    raw: FloatArray
-    quality: FloatArray
 
 
 class QualityScorer(Protocol):
@@ -116,7 +107,9 @@ class HeuristicScorer:
 
 
 def make_scorer(cfg: ScoreConfig) -> QualityScorer:
-    """The scorer named by ``score.model``."""
+    """The scorer named by ``score.model``: ``heuristic``, a shipped model or a manifest."""
     if cfg.model == "heuristic":
         return HeuristicScorer()
-    raise ValueError(f"unknown score.model {cfg.model!r}")
+    from stream_gate.quality_model import CrFiqaScorer
+
+    return CrFiqaScorer(cfg.model, threads=cfg.threads)

@@ -96,6 +96,14 @@ class TrackStep:
 
 
 @dataclass(frozen=True, slots=True)
+class Scores:
+    """Scores of a batch: ``raw`` as the model gives it, ``quality`` calibrated to 0–100."""
+
+    raw: FloatArray
+    quality: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
 class Candidate:
     """An aligned face crop with its scores: what the selector ranks."""
 

@@ -34,7 +34,7 @@ def drain(reader: StreamReader, limit: int = 10_000, timeout: float = 60) -> lis
 def test_file_is_sampled_to_target_fps_with_nothing_dropped(media: Callable[[str], Path]) -> None:
     # crowd_walking_1080p.mp4: 105 frames at 25 fps (4.2 s); 5 fps keeps every 5th frame.
     src = Source.parse("crowd", str(media("crowd_walking_1080p.mp4")), fps=5)
-    reader = StreamReader(src, DecodeConfig(queue_size=2), threading.Event())
+    reader = StreamReader(src, DecodeConfig(queue_size=2, skip_nonref=False), threading.Event())
     reader.start()
     frames = drain(reader)
     reader.join(5)
@@ -54,7 +54,7 @@ def test_loop_plays_forever_with_monotonic_time(media: Callable[[str], Path]) ->
     src = Source.parse("walk", "loop://" + str(media("intel_face-demographics-walking.mp4")), 100)
     assert src.is_live
     stop = threading.Event()
-    reader = StreamReader(src, DecodeConfig(queue_size=1000), stop)
+    reader = StreamReader(src, DecodeConfig(queue_size=1000, loop_speed=0), stop)
     reader.start()
     frames = drain(reader, limit=150)
     stop.set()
@@ -68,7 +68,7 @@ def test_loop_plays_forever_with_monotonic_time(media: Callable[[str], Path]) ->
 def test_live_source_drops_oldest_when_not_consumed(media: Callable[[str], Path]) -> None:
     src = Source.parse("walk", "loop://" + str(media("intel_face-demographics-walking.mp4")), 100)
     stop = threading.Event()
-    reader = StreamReader(src, DecodeConfig(queue_size=4), stop)
+    reader = StreamReader(src, DecodeConfig(queue_size=4, loop_speed=0), stop)
     reader.start()
     deadline = time.monotonic() + 30
     while reader.sampled < 40 and time.monotonic() < deadline:
@@ -106,3 +106,31 @@ def test_corrupt_bytes_mid_file_do_not_stop_decoding(media: Callable[[str], Path
     assert reader.state == "ended"
     assert len(frames) > 90  # the frames around the damage may be lost, the rest arrive
     assert frames[-1].index >= 100
+
+
+def test_loop_replays_at_the_files_own_frame_rate(media: Callable[[str], Path]) -> None:
+    # 12 fps file: in ~1.5 s a paced replay yields ~18 frames, not hundreds.
+    src = Source.parse("walk", "loop://" + str(media("intel_face-demographics-walking.mp4")), 100)
+    stop = threading.Event()
+    reader = StreamReader(src, DecodeConfig(queue_size=1000), stop)
+    reader.start()
+    time.sleep(1.5)
+    stop.set()
+    reader.join(5)
+    assert 12 <= reader.sampled <= 24
+
+
+def test_skipping_non_reference_frames_decodes_less_and_keeps_the_rate(
+    media: Callable[[str], Path],
+) -> None:
+    # The 1080p clip has B-frames (78 of 105): at 5 of 25 fps they need not be decoded.
+    src = Source.parse("crowd", str(media("crowd_walking_1080p.mp4")), fps=5)
+    reader = StreamReader(src, DecodeConfig(queue_size=200), threading.Event())
+    reader.start()
+    frames = drain(reader)
+    reader.join(5)
+    assert reader.decoded < 70
+    assert 18 <= len(frames) <= 22  # ~5 fps over 4.2 s
+    idx = [f.index for f in frames]
+    assert idx == sorted(set(idx)) and idx[-1] <= 104
+    assert all(b.t - a.t >= 0.15 for a, b in pairwise(frames))

@@ -1,0 +1,36 @@
+"""`stream-gate bench` runs on a tiny input and reports every field (no speed asserted)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .conftest import run_cli
+
+
+@pytest.mark.slow
+def test_bench_json_has_every_field_for_every_variant(media: Callable[[str], Path]) -> None:
+    res = run_cli("--log-level", "warning", "bench", "--json",
+                  "--source", str(media("intel_face-demographics-walking.mp4")))
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert set(out["variants"]) == {"naive", "decode-only", "detector-only", "pipeline"}
+    for name, v in out["variants"].items():
+        assert {"fps", "faces_per_s", "stage_ms", "latency_ms", "peak_rss_mb"} <= set(v), name
+        assert v["fps"] > 0 and v["peak_rss_mb"] > 50
+        assert {"p50", "p95"} <= set(v["latency_ms"])
+    assert set(out["variants"]["pipeline"]["stage_ms"]) == {
+        "decode", "detect", "track", "align", "score", "select", "publish"}
+    assert out["variants"]["naive"]["faces_per_s"] > 0
+    parity = out["best_shot_parity"]
+    assert parity["tracks"] >= 1 and 0 <= parity["min"] <= parity["mean"] <= 1
+    assert parity["floor"] == 20 and parity["below_floor"] >= 0
+
+
+def test_bench_rejects_unknown_variant() -> None:
+    res = run_cli("bench", "--variants", "naive,turbo")
+    assert res.returncode == 2
+    assert "--variants: unknown ['turbo']" in res.stderr

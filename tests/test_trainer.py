@@ -1,0 +1,167 @@
+"""The CR-FIQA trainer: degradations, CR targets, calibration, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the trainer needs the `train` extra (torch)")
+
+from stream_gate.quality_model import CrFiqaScorer, to_model_input  # noqa: E402
+from stream_gate.score import sharpness  # noqa: E402
+from trainer.cr import certainty_ratio, identity_centres  # noqa: E402
+from trainer.data import split_of  # noqa: E402
+from trainer.degrade import DEGRADATIONS, random_degradation  # noqa: E402
+from trainer.distill import loo_certainty_ratio  # noqa: E402
+from trainer.evaluate import DISCARD, edc, pauc  # noqa: E402
+from trainer.export import fit_calibration, isotonic  # noqa: E402
+
+from .conftest import SHARED  # noqa: E402
+
+
+@pytest.fixture
+def face(lfw_image: Callable[..., Path]) -> np.ndarray:
+    from stream_gate.align import align_face
+    from stream_gate.config import DetectConfig
+    from stream_gate.detect import CenterFaceDetector
+
+    img = cv2.imread(str(lfw_image()))
+    det = CenterFaceDetector(DetectConfig()).detect([img])[0]
+    return align_face(img, det.landmarks[int(np.argmax(det.scores))])[0]
+
+
+def test_degradations_are_seeded_and_reproducible(face: np.ndarray) -> None:
+    a, how_a = random_degradation(face, 1234)
+    b, how_b = random_degradation(face, 1234)
+    c, _ = random_degradation(face, 1235)
+    assert how_a == how_b and np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.shape == face.shape and a.dtype == np.uint8
+
+
+@pytest.mark.parametrize("kind", ["gaussian_blur", "motion_blur", "downscale"])
+def test_blur_like_degradations_remove_detail_with_severity(face: np.ndarray, kind: str) -> None:
+    # The same generator state for each severity: same motion direction, longer blur.
+    gray = [sharpness(cv2.cvtColor(DEGRADATIONS[kind](face, s, np.random.default_rng(0)),
+                                   cv2.COLOR_BGR2GRAY))
+            for s in (0.1, 0.5, 1.0)]
+    assert gray[0] > gray[1] > gray[2]
+
+
+def test_every_degradation_changes_the_image(face: np.ndarray) -> None:
+    rng = np.random.default_rng(0)
+    for kind, fn in DEGRADATIONS.items():
+        out = fn(face, 0.8, rng)
+        assert out.shape == face.shape, kind
+        assert np.abs(out.astype(int) - face.astype(int)).mean() > 1.0, kind
+
+
+def test_certainty_ratio_hand_checked() -> None:
+    # Three identities on the unit circle (2-D embeddings), one sample of identity 0.
+    centres = identity_centres(
+        np.array([[1, 0], [0, 1], [-1, 0]], np.float32), np.array([0, 1, 2]), 3)
+    emb = np.array([[np.cos(np.pi / 6), np.sin(np.pi / 6)]], np.float32)  # 30° off centre 0
+    cr, ccs, nnccs = certainty_ratio(emb, np.array([0]), centres)
+    assert ccs[0] == pytest.approx(np.cos(np.pi / 6), abs=1e-6)   # 0.8660
+    assert nnccs[0] == pytest.approx(np.cos(np.pi / 3), abs=1e-6)  # 0.5 (to centre 1)
+    assert cr[0] == pytest.approx(0.8660254 / 1.5, abs=1e-6)
+
+
+def test_leave_one_out_centre_excludes_the_sample_itself() -> None:
+    # Identity 0 has photos 10 and 11; identity 1 has photo 12. A sample made from
+    # photo 10 is compared with photo 11 alone (not with itself).
+    clean = np.array([[1, 0], [0.6, 0.8], [0, 1]], np.float32)
+    cr, ccs, nnccs = loo_certainty_ratio(
+        clean[:1], np.array([0]), np.array([10]), clean, np.array([0, 0, 1]),
+        np.array([10, 11, 12]))
+    assert ccs[0] == pytest.approx(0.6, abs=1e-6)
+    assert nnccs[0] == pytest.approx(0.0, abs=1e-6)
+    assert cr[0] == pytest.approx(0.6, abs=1e-6)
+
+
+def test_isotonic_and_calibration_are_monotone() -> None:
+    rng = np.random.default_rng(3)
+    raw = rng.normal(size=2000)
+    success = rng.random(2000) < 1 / (1 + np.exp(-2 * raw))
+    xs, fit = isotonic(raw, success)
+    assert np.all(np.diff(xs) >= 0) and np.all(np.diff(fit) >= -1e-12)
+    kx, kq = fit_calibration(raw, success)
+    assert np.all(np.diff(kx) > 0) and np.all(np.diff(kq) >= 0)
+    assert 0 <= kq[0] < 20 and 80 < kq[-1] <= 100
+
+
+def test_edc_and_pauc_on_a_case_with_known_answer() -> None:
+    # 100 genuine pairs; the 30 failures (score < thr) have the 30 lowest qualities.
+    genuine = np.array([0.1] * 30 + [0.9] * 70)
+    q = np.arange(100, dtype=float)
+    curve = edc(genuine, q, thr=0.5)
+    assert curve[0] == pytest.approx(0.3)
+    assert curve[list(DISCARD).index(0.1)] == pytest.approx(20 / 90)
+    assert curve[list(DISCARD).index(0.3)] == pytest.approx(0.0)
+    assert pauc(curve) < 0.6  # perfect ordering beats random (≈ 1)
+    assert pauc(edc(genuine, -q, thr=0.5)) > 1.0  # worst ordering
+
+
+def test_split_is_deterministic_and_identity_level() -> None:
+    assert split_of("Aaron_Eckhart", 0.2) == split_of("Aaron_Eckhart", 0.2)
+    sides = {split_of(f"person_{i}", 0.2) for i in range(50)}
+    assert sides == {"train", "val"}
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_training_run(tmp_path: Path) -> None:
+    """prepare -> distill-data -> train (a few steps) -> export -> score in stream_gate."""
+    from trainer.__main__ import main as trainer_main
+
+    root = SHARED / "lfw" / "images"
+    teacher = SHARED / "models" / "mobilefacenet_128d.onnx"
+    if not root.exists() or not teacher.exists():
+        pytest.skip(f"{root} or {teacher} is absent")
+    # Two identities per side of the split, a handful of photos each.
+    chosen: dict[str, list[str]] = {"train": [], "val": []}
+    for ident in sorted(p.name for p in root.iterdir()):
+        side = split_of(ident, 0.5)
+        if len(chosen[side]) < 2 and len(list((root / ident).glob("*.jpg"))) >= 4:
+            chosen[side].append(ident)
+        if all(len(v) == 2 for v in chosen.values()):
+            break
+    images = tmp_path / "images"
+    for ident in chosen["train"] + chosen["val"]:
+        (images / ident).mkdir(parents=True)
+        for src in sorted((root / ident).glob("*.jpg"))[:4]:
+            (images / ident / src.name).symlink_to(src)
+
+    prepared, distill, run, models = (tmp_path / n for n in ("prep", "distill", "run", "models"))
+    assert trainer_main(["prepare", "--images", str(images), "--out", str(prepared),
+                         "--val-fraction", "0.5"]) == 0
+    manifest = [json.loads(ln) for ln in (prepared / "manifest.jsonl").read_text().splitlines()]
+    assert len(manifest) == 16 and {m["split"] for m in manifest} == {"train", "val"}
+    assert np.load(prepared / "crops.npy").shape == (16, 112, 112, 3)
+
+    assert trainer_main(["distill-data", "--prepared", str(prepared), "--teacher", str(teacher),
+                         "--out", str(distill), "--k", "1"]) == 0
+    summary = json.loads((distill / "summary.json").read_text())
+    assert summary["train"]["samples"] == 16 and summary["val"]["samples"] == 16
+
+    assert trainer_main(["train", "--data", str(distill), "--out", str(run), "--epochs", "1",
+                         "--batch", "8", "--max-steps", "2"]) == 0
+    assert (run / "last.pt").exists() and (run / "best.pt").exists()
+    assert trainer_main(["train", "--data", str(distill), "--out", str(run), "--epochs", "2",
+                         "--batch", "8", "--resume"]) == 0  # resumes at epoch 2
+
+    assert trainer_main(["export", "--checkpoint", str(run / "best.pt"), "--data", str(distill),
+                         "--teacher", str(teacher), "--out", str(models), "--name", "tiny"]) == 0
+    meta = json.loads((models / "tiny.json").read_text())
+    assert meta["export"]["max_abs_diff_vs_torch"] < 1e-4
+    assert meta["parameters"] <= 1_500_000 and meta["multiply_adds"] <= 100_000_000
+    assert np.all(np.diff(meta["calibration"]["quality"]) >= 0)
+    scorer = CrFiqaScorer(str(models / "tiny.json"))
+    crops = np.load(prepared / "crops.npy")[:4]
+    scores = scorer.score(list(crops), [np.zeros((5, 2), np.float32)] * 4)
+    assert scores.quality.shape == (4,) and np.all((scores.quality >= 0) & (scores.quality <= 100))
+    assert to_model_input(crops).shape == (4, 3, 112, 112)

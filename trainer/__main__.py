@@ -1,0 +1,110 @@
+"""``python -m trainer prepare | distill-data | train | export | evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    pr = sub.add_parser("prepare", help="detect + align an identity-folder image set")
+    pr.add_argument("--images", type=Path, default=SHARED / "lfw" / "images")
+    pr.add_argument("--out", type=Path, default=Path("work/lfw"))
+    pr.add_argument("--val-fraction", type=float, default=0.2)
+    pr.add_argument("--max-per-identity", type=int, default=40)
+
+    dd = sub.add_parser("distill-data", help="degraded samples + teacher CR targets")
+    dd.add_argument("--prepared", type=Path, default=Path("work/lfw"))
+    dd.add_argument("--teacher", type=Path, default=SHARED / "models" / "mobilefacenet_128d.onnx")
+    dd.add_argument("--out", type=Path, default=Path("work/distill"))
+    dd.add_argument("--k", type=int, default=3, help="degraded copies per photo")
+    dd.add_argument("--seed", type=int, default=0)
+
+    tr = sub.add_parser("train", help="train a quality model")
+    tr.add_argument("--mode", choices=["distill", "joint"], default="distill")
+    tr.add_argument("--data", type=Path, default=Path("work/distill"),
+                    help="distill: distill-data folder; joint: prepared folder")
+    tr.add_argument("--out", type=Path, default=Path("work/run"))
+    tr.add_argument("--backbone", default="mobilefacenet-s",
+                    choices=["mobilefacenet-s", "iresnet18", "iresnet50"])
+    tr.add_argument("--emb-dim", type=int, default=128)
+    tr.add_argument("--epochs", type=int, default=8)
+    tr.add_argument("--batch", type=int, default=64)
+    tr.add_argument("--lr", type=float, default=None, help="default 2e-3 distill, 0.1 joint")
+    tr.add_argument("--alpha", type=float, default=10.0)
+    tr.add_argument("--threads", type=int, default=0)
+    tr.add_argument("--max-steps", type=int, default=None)
+    tr.add_argument("--resume", action="store_true")
+
+    ex = sub.add_parser("export", help="ONNX export, parity check, calibration, manifest")
+    ex.add_argument("--checkpoint", type=Path, default=Path("work/run/best.pt"))
+    ex.add_argument("--data", type=Path, default=Path("work/distill"))
+    ex.add_argument("--teacher", type=Path, default=SHARED / "models" / "mobilefacenet_128d.onnx")
+    ex.add_argument("--out", type=Path, default=Path("stream_gate/models"))
+    ex.add_argument("--name", default="cr-fiqa-s")
+    ex.add_argument("--version", default="1")
+
+    ev = sub.add_parser("evaluate", help="EDC / pAUC against baselines on held-out identities")
+    ev.add_argument("--prepared", type=Path, default=Path("work/lfw"))
+    ev.add_argument("--model", default="cr-fiqa-s", help="shipped name or manifest path")
+    ev.add_argument("--teacher", type=Path, default=SHARED / "models" / "mobilefacenet_128d.onnx")
+    ev.add_argument("--comparator", action="append", choices=["teacher", "dlib"],
+                    help="repeat for several (default: both)")
+    ev.add_argument("--max-per-identity", type=int, default=10)
+    ev.add_argument("--k", type=int, default=2, help="degraded copies per photo")
+    ev.add_argument("--max-severity", type=float, default=0.6,
+                    help="degradation severity range [0.05, this] (1.0 = the training range)")
+    ev.add_argument("--out", type=Path, default=Path("work/eval"))
+    args = p.parse_args(argv)
+
+    if args.cmd == "prepare":
+        from trainer.data import prepare
+
+        n, missing = prepare(args.images, args.out, args.val_fraction, args.max_per_identity)
+        print(f"{n} aligned crops in {args.out}; {missing} photos without a usable face "
+              f"(listed in {args.out / 'undetected.txt'})")
+    elif args.cmd == "distill-data":
+        from trainer.data import load_prepared
+        from trainer.distill import build, write_summary
+        from trainer.recognisers import OnnxRecogniser
+
+        crops, samples = load_prepared(args.prepared)
+        teacher = OnnxRecogniser(args.teacher)
+        args.out.mkdir(parents=True, exist_ok=True)
+        sets = {}
+        for split in ("train", "val"):
+            sets[split] = build(crops, samples, split, teacher, args.k, args.seed)
+            sets[split].save(args.out / split)
+        write_summary(args.out / "summary.json", sets, teacher.name, args.k)
+        print((args.out / "summary.json").read_text())
+    elif args.cmd == "train":
+        from trainer.train import TrainConfig, train_distill, train_joint
+
+        lr = args.lr if args.lr is not None else (2e-3 if args.mode == "distill" else 0.1)
+        cfg = TrainConfig(mode=args.mode, backbone=args.backbone, emb_dim=args.emb_dim,
+                          epochs=args.epochs, batch=args.batch, lr=lr, alpha=args.alpha,
+                          threads=args.threads, max_steps=args.max_steps)
+        fn = train_distill if args.mode == "distill" else train_joint
+        result = fn(args.data, args.out, cfg, resume=args.resume)
+        print(json.dumps({k: v for k, v in result.items() if k != "history"}))
+    elif args.cmd == "export":
+        from trainer.export import export
+
+        print(json.dumps(export(args.checkpoint, args.data, args.teacher, args.out,
+                                args.name, args.version), indent=1))
+    elif args.cmd == "evaluate":
+        from trainer.evaluate import evaluate
+
+        evaluate(args.prepared, args.model, args.teacher, args.comparator or ["teacher", "dlib"],
+                 args.max_per_identity, args.k, args.out, args.max_severity)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
