@@ -53,6 +53,7 @@ class TrackConfig(_Section):
     new_track_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
     match_iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
     low_match_iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    buffer: Annotated[float, Field(ge=0, le=2)] = 0.6
     min_hits: Annotated[int, Field(ge=1, le=1000)] = 3
     max_age_s: Annotated[float, Field(gt=0)] = 1.0
 

@@ -1,7 +1,7 @@
 """Track: a ByteTrack-style multi-face tracker, one instance per stream.
 
 Each frame: predict every track with its Kalman filter; match high-score detections to
-all tracks by IoU (Hungarian); match the remaining low-score detections to the tracks
+all tracks by IoU of buffered (grown) boxes (Hungarian); match the remaining low-score detections to the tracks
 still unmatched (this recovers faces whose score dipped from blur or turning); start
 tentative tracks from unmatched high-score detections. A track is confirmed after
 ``min_hits`` matches; a tentative track dies on its first miss (as in ByteTrack); a
@@ -34,6 +34,22 @@ def iou_matrix(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> npt.
     area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
     area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
     out: npt.NDArray[np.float64] = inter / np.maximum(area_a + area_b - inter, 1e-9)
+    return out
+
+
+def buffered(boxes: npt.NDArray[np.floating], b: float) -> npt.NDArray[np.float64]:
+    """Boxes grown by ``b`` × their width/height on every side (C-BIoU's buffer).
+
+    Matching grown boxes tolerates the larger steps between frames sampled at a few
+    per second, where plain IoU of a walking face and its prediction drops to zero.
+    """
+    out = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
+    w = out[:, 2] - out[:, 0]
+    h = out[:, 3] - out[:, 1]
+    out[:, 0] -= b * w
+    out[:, 2] += b * w
+    out[:, 1] -= b * h
+    out[:, 3] += b * h
     return out
 
 
@@ -77,14 +93,15 @@ class Tracker:
             tr.kf.predict()
         high = np.flatnonzero(dets.scores >= self.cfg.high_score)
         low = np.flatnonzero(dets.scores < self.cfg.high_score)
-        predicted = np.array([tr.kf.box for tr in self._tracks]).reshape(-1, 4)
+        predicted = buffered(np.array([tr.kf.box for tr in self._tracks]), self.cfg.buffer)
+        boxes = buffered(dets.boxes, self.cfg.buffer)
 
         pairs1, free_tracks, free_high = match(
-            iou_matrix(predicted, dets.boxes[high]), self.cfg.match_iou
+            iou_matrix(predicted, boxes[high]), self.cfg.match_iou
         )
         matched = [(self._tracks[ti], int(high[di])) for ti, di in pairs1]
         pairs2, _, _ = match(
-            iou_matrix(predicted[free_tracks], dets.boxes[low]), self.cfg.low_match_iou
+            iou_matrix(predicted[free_tracks], boxes[low]), self.cfg.low_match_iou
         )
         matched += [(self._tracks[free_tracks[ti]], int(low[di])) for ti, di in pairs2]
 
