@@ -1,8 +1,9 @@
 """Track: a ByteTrack-style multi-face tracker, one instance per stream.
 
 Each frame: predict every track with its Kalman filter; match high-score detections to
-all tracks by IoU of buffered (grown) boxes (Hungarian); match the remaining low-score detections to the tracks
-still unmatched (this recovers faces whose score dipped from blur or turning); start
+all tracks by IoU of buffered (grown) boxes (Hungarian); match the remaining low-score
+detections to the tracks still unmatched (this recovers faces whose score dipped from
+blur or turning); start
 tentative tracks from unmatched high-score detections. A track is confirmed after
 ``min_hits`` matches; a tentative track dies on its first miss (as in ByteTrack); a
 confirmed one ends when unseen for ``max_age_s`` seconds of media time. Every death is
