@@ -104,7 +104,8 @@ def _apply_outputs(settings: Settings, args: argparse.Namespace) -> None:
         settings.output.dump_scored = args.dump_scored
 
 
-def _run_pipeline(settings: Settings, duration: float | None, collect: bool) -> Any:
+def _run_pipeline(settings: Settings, duration: float | None, collect: bool,
+                  serve_metrics: bool = False) -> Any:
     # Imported here so `stream-gate --help` and config errors stay fast.
     from stream_gate.pipeline import Pipeline
     from stream_gate.publish import DirectorySink, RedisSink, Sink
@@ -117,10 +118,23 @@ def _run_pipeline(settings: Settings, duration: float | None, collect: bool) -> 
     dump = None
     if settings.output.dump_scored is not None:
         dump = DirectorySink(settings.output.dump_scored, settings.redis.jpeg_quality)
-    pipeline = Pipeline(settings, [], dump, collect=collect)
+    metrics = None
+    if serve_metrics and settings.metrics.port:
+        from stream_gate.metrics import Metrics
+
+        metrics = Metrics()
+    pipeline = Pipeline(settings, [], dump, collect=collect, metrics=metrics)
     pipeline.check_sources()
     redis_sink = RedisSink(settings.redis)
     pipeline.sinks = [redis_sink, *sinks]
+    if metrics is not None:
+        try:
+            server = metrics.serve(settings.metrics.host, settings.metrics.port)
+        except OSError as exc:
+            raise ConfigError(f"metrics.port: cannot listen on {settings.metrics.host}:"
+                              f"{settings.metrics.port}: {exc.strerror}") from None
+        log.info("metrics_listening", url=f"http://{settings.metrics.host}:"
+                 f"{server.server_port}/metrics")
 
     def stop(signum: int, _frame: Any) -> None:
         log.info("stopping", signal=signal.Signals(signum).name)
@@ -135,7 +149,7 @@ def _run_pipeline(settings: Settings, duration: float | None, collect: bool) -> 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     _apply_outputs(settings, args)
-    report, sink = _run_pipeline(settings, args.duration, collect=False)
+    report, sink = _run_pipeline(settings, args.duration, collect=False, serve_metrics=True)
     failed = {sid: s["error"] for sid, s in report.streams.items() if s["state"] == "failed"}
     log.info("finished", frames=report.frames, faces=report.faces, emitted=report.emitted,
              published=sink.published, wall_s=round(report.wall_s, 2), failed=failed or None)

@@ -97,6 +97,11 @@ class RedisConfig(_Section):
         return v
 
 
+class MetricsConfig(_Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9108
+
+
 class OutputConfig(_Section):
     dir: Path | None = None
     dump_scored: Path | None = None
@@ -152,6 +157,7 @@ class Settings(BaseSettings):
     select: SelectConfig = SelectConfig()
     redis: RedisConfig = RedisConfig()
     output: OutputConfig = OutputConfig()
+    metrics: MetricsConfig = MetricsConfig()
     streams: list[StreamConfig] = []
 
     @field_validator("streams")

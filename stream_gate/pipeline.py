@@ -19,6 +19,7 @@ from stream_gate.config import ScoreConfig, Settings
 from stream_gate.decode import Source, StreamReader
 from stream_gate.detect import CenterFaceDetector
 from stream_gate.log import get_logger
+from stream_gate.metrics import Metrics
 from stream_gate.publish import DirectorySink, Sink
 from stream_gate.score import QualityScorer, gate_reason, make_scorer
 from stream_gate.select import Selector
@@ -82,6 +83,7 @@ class Pipeline:
         dump_scored: DirectorySink | None = None,
         collect: bool = False,
         detect_only: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.sinks = list(sinks)
@@ -96,6 +98,14 @@ class Pipeline:
             for s in settings.streams
         }
         self.report = RunReport()
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.attach({sid: st.reader for sid, st in self.streams.items()}, self.ready)
+
+    def ready(self) -> bool:
+        """A stream is live and no sink is in an outage."""
+        live = any(st.reader.state == "live" for st in self.streams.values())
+        return live and not any(getattr(s, "down", False) for s in self.sinks)
 
     def check_sources(self) -> None:
         """Fail fast on missing or unreadable video files (raises SourceError)."""
@@ -108,6 +118,8 @@ class Pipeline:
             st.reader.start()
         try:
             while not self.stop_event.is_set():
+                if self.metrics is not None:
+                    self.metrics.heartbeat()
                 if duration is not None and time.perf_counter() - t_start >= duration:
                     break
                 batch = self._gather()
@@ -167,6 +179,8 @@ class Pipeline:
     def _timed(self, stage: str, t0: float) -> float:
         now = time.perf_counter()
         self.report.stage_s[stage] += now - t0
+        if self.metrics is not None:
+            self.metrics.stage.labels(stage).observe(now - t0)
         return now
 
     def _process(self, frames: list[Frame]) -> None:
@@ -185,6 +199,11 @@ class Pipeline:
             st = self.streams[frame.stream_id]
             step = st.tracker.step(det, frame.t)
             self.report.faces += len(step.faces)
+            if self.metrics is not None:
+                m, sid = self.metrics, frame.stream_id
+                m.faces.labels(sid).inc(len(det))
+                m.tracks_started.labels(sid).inc(sum(f.hits == 1 for f in step.faces))
+                m.tracks_ended.labels(sid).inc(sum(e.confirmed for e in step.ended))
             ended.append((st, step.ended))
             for face in step.faces:
                 if self.collect:
@@ -219,6 +238,8 @@ class Pipeline:
                 summ.best_quality = max(summ.best_quality, cand.quality)
             if self.dump_scored is not None:
                 self.dump_scored.write_scored(cand)
+            if self.metrics is not None:
+                self.metrics.scored.labels(frame.stream_id).inc()
             out += st.selector.offer(cand, face.confirmed)
         for st, ends in ended:
             out += self._ends(st, ends)
@@ -229,9 +250,12 @@ class Pipeline:
         self._latency(frames)
 
     def _latency(self, frames: list[Frame]) -> None:
+        now_ms = time.time() * 1000
         if self.collect:
-            now_ms = time.time() * 1000
             self.report.latency_ms += [now_ms - f.wall_ms for f in frames]
+        if self.metrics is not None:
+            for f in frames:
+                self.metrics.latency.observe((now_ms - f.wall_ms) / 1000)
 
     def _ends(self, st: _Stream, ends: list[TrackEnd]) -> list[Emission]:
         out: list[Emission] = []
@@ -249,6 +273,11 @@ class Pipeline:
             sink.publish(emissions)
         self._timed("publish", t)
         self.report.emitted += len(emissions)
+        if self.metrics is not None:
+            self.metrics.backlog.set(sum(getattr(s, "backlog", 0) for s in self.sinks))
+            for em in emissions:
+                self.metrics.emitted.labels(em.candidate.stream_id, em.reason).inc()
+                self.metrics.quality.observe(em.candidate.quality)
         for em in emissions:
             log.info(
                 "emitted", stream_id=em.candidate.stream_id, track_id=em.candidate.track_id,

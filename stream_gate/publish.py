@@ -131,6 +131,11 @@ class RedisSink:
     def backlog(self) -> int:
         return len(self._backlog)
 
+    @property
+    def down(self) -> bool:
+        """True from a failed write until a write succeeds again."""
+        return self._down_since is not None
+
     def close(self) -> None:
         self._drain()
         self.client.close()
