@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -184,27 +184,29 @@ class Settings(BaseSettings):
 
     def score_for(self, stream_id: str) -> ScoreConfig:
         """The score settings of one stream: global values with its overrides applied."""
-        s = self.stream(stream_id)
-        if s.score is None:
-            return self.score
-        return ScoreConfig.model_validate(
-            {**self.score.model_dump(), **s.score.model_dump(exclude_none=True)}
-        )
+        return _overridden(self.score, self.stream(stream_id).score)
 
     def select_for(self, stream_id: str) -> SelectConfig:
         """The select settings of one stream: global values with its overrides applied."""
-        s = self.stream(stream_id)
-        if s.select is None:
-            return self.select
-        return SelectConfig.model_validate(
-            {**self.select.model_dump(), **s.select.model_dump(exclude_none=True)}
-        )
+        return _overridden(self.select, self.stream(stream_id).select)
 
     def stream(self, stream_id: str) -> StreamConfig:
         for s in self.streams:
             if s.id == stream_id:
                 return s
         raise KeyError(stream_id)
+
+
+_S = TypeVar("_S", bound=BaseModel)
+
+
+def _overridden(base: _S, override: BaseModel | None) -> _S:
+    """``base`` with the keys set in ``override`` replaced, validated again."""
+    if override is None:
+        return base
+    return type(base).model_validate(
+        {**base.model_dump(), **override.model_dump(exclude_none=True)}
+    )
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
