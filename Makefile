@@ -21,7 +21,7 @@ demo: setup
 	$(VENV)/bin/stream-gate demo
 
 lint: setup
-	$(VENV)/bin/ruff check stream_gate tests
+	$(VENV)/bin/ruff check stream_gate trainer tests
 	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collects no test; that is not a failure of the project.

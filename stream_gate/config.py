@@ -88,6 +88,8 @@ class RedisConfig(_Section):
     maxlen: Annotated[int, Field(ge=1)] = 100_000
     jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 95
     connect_timeout_s: Annotated[float, Field(gt=0)] = 3.0
+    spool_dir: Path | None = None
+    spool_max_entries: Annotated[int, Field(ge=1)] = 100_000
 
     @field_validator("url")
     @classmethod

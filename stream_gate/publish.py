@@ -5,8 +5,10 @@ Redis entry fields (all strings except ``crop``, the JPEG bytes):
 pts, frame_index, bbox, landmarks, crop, model``. The key may contain ``{stream_id}``.
 
 At start-up an unreachable Redis is an error. At run time an outage degrades only
-publishing: entries wait in a bounded in-memory backlog, the outage and the recovery are
-logged once each, and the backlog is sent in order when Redis answers again.
+publishing: entries wait (on disk in ``redis.spool_dir`` when set, so a restart loses
+nothing; otherwise in a bounded in-memory backlog), the outage and the recovery are logged
+once each, and the waiting entries are sent in order when Redis answers again. A spool
+left by an earlier run is sent first at start-up.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import redis
 from stream_gate.config import RedisConfig
 from stream_gate.errors import SinkError
 from stream_gate.log import get_logger, redact_url
+from stream_gate.spool import Spool
 from stream_gate.types import Candidate, Emission
 
 SCHEMA_VERSION = "1"
@@ -92,7 +95,13 @@ class RedisSink:
             raise SinkError(f"Redis at {redact_url(url)} is unreachable: {exc}") from None
         self._backlog: deque[tuple[str, dict[str, str | bytes]]] = deque(maxlen=backlog_limit)
         self._down_since: float | None = None
+        self._retry_s = 0.0
+        self._next_try = 0.0
         self.published = 0
+        self._spool = Spool(cfg.spool_dir, cfg.spool_max_entries) if cfg.spool_dir else None
+        if self._spool is not None and len(self._spool):
+            log.info("spool_replay", entries=len(self._spool), spool=str(cfg.spool_dir))
+            self._drain()
 
     def key_for(self, stream_id: str) -> str:
         return self.cfg.key.replace("{stream_id}", stream_id)
@@ -101,35 +110,67 @@ class RedisSink:
         for em in emissions:
             fields: dict[str, str | bytes] = dict(entry_fields(em))
             fields["crop"] = encode_jpeg(em.candidate.crop, self.cfg.jpeg_quality)
+            key = self.key_for(em.candidate.stream_id)
+            if self._spool is not None and len(self._spool):
+                self._spool.append(key, fields)  # keep the order behind older entries
+                continue
             if len(self._backlog) == self._backlog.maxlen:
                 log.error("redis_backlog_full", dropped_emit_id=self._backlog[0][1]["emit_id"])
-            self._backlog.append((self.key_for(em.candidate.stream_id), fields))
+            self._backlog.append((key, fields))
         self._drain()
 
-    def _drain(self) -> None:
-        if not self._backlog:
-            return
+    def _send(self, entries: list[tuple[str, dict[str, str | bytes]]]) -> bool:
         try:
             pipe = self.client.pipeline(transaction=False)
-            for key, fields in self._backlog:
+            for key, fields in entries:
                 pipe.xadd(key, fields, maxlen=self.cfg.maxlen, approximate=True)  # type: ignore[arg-type]
             pipe.execute()
         except redis.RedisError as exc:
+            now = time.monotonic()
             if self._down_since is None:
-                self._down_since = time.monotonic()
+                self._down_since = now
+                self._retry_s = 0.0
                 log.error("redis_down", url=redact_url(self.url), error=str(exc),
-                          backlog=len(self._backlog))
-            return
-        self.published += len(self._backlog)
-        self._backlog.clear()
+                          waiting=self.backlog + len(entries))
+            # Retry with capped exponential backoff, so a dead Redis does not cost a
+            # connect timeout on every batch.
+            self._retry_s = min(max(2 * self._retry_s, 0.5), 10.0)
+            self._next_try = now + self._retry_s
+            return False
+        self.published += len(entries)
         if self._down_since is not None:
             log.info("redis_up", url=redact_url(self.url),
                      down_s=round(time.monotonic() - self._down_since, 1))
             self._down_since = None
+        return True
+
+    def _spill(self) -> None:
+        """During an outage, move waiting entries to the disk spool (if any), in order."""
+        if self._spool is not None:
+            while self._backlog:
+                self._spool.append(*self._backlog.popleft())
+
+    def _drain(self) -> None:
+        if self._down_since is not None and time.monotonic() < self._next_try:
+            self._spill()
+            return
+        while self._spool is not None and len(self._spool):
+            batch = self._spool.peek(256)
+            if not self._send([entry for _, entry in batch]):
+                break
+            self._spool.remove([path for path, _ in batch])
+        if self._backlog:
+            if self._spool is not None and len(self._spool):
+                self._spill()  # behind the older entries still on disk
+            elif self._send(list(self._backlog)):
+                self._backlog.clear()
+            else:
+                self._spill()
 
     @property
     def backlog(self) -> int:
-        return len(self._backlog)
+        """Entries waiting for Redis, in memory and on disk."""
+        return len(self._backlog) + (len(self._spool) if self._spool is not None else 0)
 
     @property
     def down(self) -> bool:
@@ -137,7 +178,14 @@ class RedisSink:
         return self._down_since is not None
 
     def close(self) -> None:
+        self._next_try = 0.0  # one last try, whatever the backoff says
         self._drain()
+        if self._backlog:
+            log.error("redis_unsent_lost", entries=len(self._backlog),
+                      hint="set redis.spool_dir to keep unsent entries across restarts")
+        elif self._spool is not None and len(self._spool):
+            log.warning("redis_unsent_spooled", entries=len(self._spool),
+                        spool=str(self.cfg.spool_dir))
         self.client.close()
         if self._embedded is not None:
             self._embedded.shutdown()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,3 +69,41 @@ def run_cli(*args: str, env: dict[str, str] | None = None,
         [sys.executable, "-m", "stream_gate.cli", *args],
         capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=full_env,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    yield port, procs
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def start_redis(port: int, procs: list[subprocess.Popen[bytes]], tmp: Path,
+           persist: bool = False) -> None:
+    """Start redis-server on ``port``; ``persist`` keeps every acknowledged write (AOF)."""
+    aof = ["--appendonly", "yes", "--appendfsync", "always"] if persist else [
+        "--appendonly", "no"]
+    procs.append(subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         *aof, "--dir", str(tmp)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    ))
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError("private redis-server did not start")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,13 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from .conftest import REDIS_URL, ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from .conftest import REDIS_URL, ROOT, free_port
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -38,7 +31,7 @@ def _get(url: str) -> tuple[int, str]:
 def test_metrics_health_and_clean_shutdown(media: Callable[[str], Path],
                                            redis_client: redis.Redis, redis_key: str,
                                            tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     cfg = tmp_path / "c.toml"
     cfg.write_text(f"""
 [redis]

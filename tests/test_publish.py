@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -19,6 +16,8 @@ from stream_gate.config import RedisConfig
 from stream_gate.errors import SinkError
 from stream_gate.publish import DirectorySink, RedisSink
 from stream_gate.types import Candidate, Emission
+
+from .conftest import start_redis as _start
 
 SCHEMA_FIELDS = {"v", "emit_id", "stream_id", "track_id", "rank", "reason", "quality",
                  "quality_raw", "det_score", "ts_ms", "pts", "frame_index", "bbox",
@@ -93,40 +92,6 @@ def test_directory_sink_pairs_jpeg_and_json(tmp_path: Path) -> None:
         assert cv2.imread(str(jpg)).shape == (112, 112, 3)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    port = _free_port()
-    procs: list[subprocess.Popen[bytes]] = []
-    yield port, procs
-    for p in procs:
-        p.kill()
-        p.wait()
-
-
-def _start(port: int, procs: list[subprocess.Popen[bytes]], tmp: Path) -> None:
-    procs.append(subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    ))
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            return
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError("private redis-server did not start")
-
-
 @pytest.mark.redis
 def test_outage_keeps_entries_and_sends_them_in_order(
     private_redis: tuple[int, list[subprocess.Popen[bytes]]], tmp_path: Path
@@ -141,6 +106,7 @@ def test_outage_keeps_entries_and_sends_them_in_order(
     sink.publish([emission(2)])
     assert sink.backlog == 2
     _start(port, procs, tmp_path)  # a fresh, empty server on the same port
+    time.sleep(0.6)  # past the first retry backoff (0.5 s)
     sink.publish([emission(3)])
     assert sink.backlog == 0
     ids = [f[b"emit_id"] for _, f in redis.Redis(port=port).xrange("stream_gate:crops")]
@@ -155,3 +121,41 @@ def test_readme_documents_every_schema_field() -> None:
     section = readme.split("## Redis entry (schema `v=1`)")[1].split("\n## ")[0]
     documented = {line.split("`")[1] for line in section.splitlines() if line.startswith("| `")}
     assert documented == SCHEMA_FIELDS
+
+
+@pytest.mark.redis
+def test_spool_keeps_entries_on_disk_across_a_restart(
+    private_redis: tuple[int, list[subprocess.Popen[bytes]]], tmp_path: Path
+) -> None:
+    port, procs = private_redis
+    _start(port, procs, tmp_path)
+    cfg = RedisConfig(url=f"redis://127.0.0.1:{port}/0", connect_timeout_s=0.5,
+                      spool_dir=tmp_path / "spool")
+    sink = RedisSink(cfg)
+    sink.publish([emission(0)])
+    procs[0].kill()
+    procs[0].wait()
+    for i in (1, 2, 3):
+        sink.publish([emission(i)])
+    sink.close()  # Redis still down: the three entries stay on disk
+    assert len(list((tmp_path / "spool").glob("*.entry"))) == 3
+    _start(port, procs, tmp_path)
+    again = RedisSink(cfg)  # a new process would do this at start-up: replay first
+    again.publish([emission(4)])
+    again.close()
+    entries = redis.Redis(port=port).xrange("stream_gate:crops")
+    assert [f[b"emit_id"] for _, f in entries] == [b"id1", b"id2", b"id3", b"id4"]
+    crop = cv2.imdecode(np.frombuffer(entries[0][1][b"crop"], np.uint8), cv2.IMREAD_COLOR)
+    assert crop.shape == (112, 112, 3)
+    assert list((tmp_path / "spool").glob("*.entry")) == []
+
+
+def test_spool_drops_oldest_when_full(tmp_path: Path) -> None:
+    from stream_gate.spool import Spool
+
+    sp = Spool(tmp_path, max_entries=2)
+    for i in range(3):
+        sp.append("k", {"emit_id": f"id{i}", "crop": b"\xff\xd8"})
+    assert sp.dropped == 1
+    assert [e["emit_id"] for _, (_, e) in sp.peek(10)] == ["id1", "id2"]
+    assert len(Spool(tmp_path, max_entries=2)) == 2  # found again after a restart

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import threading
 import time
@@ -15,17 +14,13 @@ import pytest
 from stream_gate.config import DecodeConfig
 from stream_gate.decode import Source, StreamReader
 
+from .conftest import free_port
 from .test_decode import drain
 
 pytestmark = pytest.mark.rtsp
 SERVER = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -40,7 +35,7 @@ def rtsp_server(media: Callable[[str], Path]) -> Iterator[Callable[[str], str]]:
          "('qtdemux', 'h264parse', 'rtph264pay'))"], capture_output=True)
     if check.returncode != 0:
         pytest.skip("python3-gi with GstRtspServer missing (scripts/install-system-deps)")
-    port = _free_port()
+    port = free_port()
     files = {"walk": media("intel_face-demographics-walking-and-pause.mp4")}
     proc = subprocess.Popen(
         [SYSTEM_PYTHON, str(SERVER), str(port), *(f"{k}={v}" for k, v in files.items())],
@@ -73,7 +68,7 @@ def test_reads_a_live_rtsp_camera_over_tcp(rtsp_server: Callable[[str], str]) ->
 
 
 def test_dead_camera_reconnects_with_backoff_and_stops_promptly() -> None:
-    url = f"rtsp://user:secret@127.0.0.1:{_free_port()}/nothing"
+    url = f"rtsp://user:secret@127.0.0.1:{free_port()}/nothing"
     stop = threading.Event()
     cfg = DecodeConfig(open_timeout_s=1, read_timeout_s=1, reconnect_min_s=0.2,
                        reconnect_max_s=0.4)
