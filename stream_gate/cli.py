@@ -105,7 +105,7 @@ def _apply_outputs(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _run_pipeline(settings: Settings, duration: float | None, collect: bool,
-                  serve_metrics: bool = False) -> Any:
+                  serve_metrics: bool = False, reload_from: Path | None = None) -> Any:
     # Imported here so `stream-gate --help` and config errors stay fast.
     from stream_gate.pipeline import Pipeline
     from stream_gate.publish import DirectorySink, RedisSink, Sink
@@ -142,6 +142,10 @@ def _run_pipeline(settings: Settings, duration: float | None, collect: bool,
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if reload_from is not None:
+        from stream_gate.reload import ConfigReloader
+
+        pipeline.on_tick = ConfigReloader(reload_from, pipeline.apply).poll
     report = pipeline.run(duration)
     return report, redis_sink
 
@@ -149,7 +153,8 @@ def _run_pipeline(settings: Settings, duration: float | None, collect: bool,
 def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     _apply_outputs(settings, args)
-    report, sink = _run_pipeline(settings, args.duration, collect=False, serve_metrics=True)
+    report, sink = _run_pipeline(settings, args.duration, collect=False, serve_metrics=True,
+                                 reload_from=args.config)
     failed = {sid: s["error"] for sid, s in report.streams.items() if s["state"] == "failed"}
     log.info("finished", frames=report.frames, faces=report.faces, emitted=report.emitted,
              published=sink.published, wall_s=round(report.wall_s, 2), failed=failed or None)

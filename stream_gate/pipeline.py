@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from stream_gate.align import align_face
@@ -84,6 +84,7 @@ class Pipeline:
         collect: bool = False,
         detect_only: bool = False,
         metrics: Metrics | None = None,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.sinks = list(sinks)
@@ -99,8 +100,21 @@ class Pipeline:
         }
         self.report = RunReport()
         self.metrics = metrics
+        self.on_tick = on_tick  # called once per loop turn, in this thread (config reload)
         if metrics is not None:
             metrics.attach({sid: st.reader for sid, st in self.streams.items()}, self.ready)
+
+    def apply(self, settings: Settings) -> None:
+        """Take new thresholds and policies (``score``, ``select``, per-stream overrides).
+
+        Streams keep running; tracks keep what they hold. Detector, tracker and stream
+        list changes need a restart (for now).
+        """
+        for sid, st in self.streams.items():
+            if any(s.id == sid for s in settings.streams):
+                st.selector.cfg = settings.select_for(sid)
+                st.score_cfg = settings.score_for(sid)
+        self.settings = settings
 
     def ready(self) -> bool:
         """A stream is live and no sink is in an outage."""
@@ -120,6 +134,8 @@ class Pipeline:
             while not self.stop_event.is_set():
                 if self.metrics is not None:
                     self.metrics.heartbeat()
+                if self.on_tick is not None:
+                    self.on_tick()
                 if duration is not None and time.perf_counter() - t_start >= duration:
                     break
                 batch = self._gather()

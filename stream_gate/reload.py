@@ -1,0 +1,63 @@
+"""Live tuning: reload the config file on SIGHUP or when it changes on disk.
+
+The new file is validated first; an invalid one is rejected with the reason and the
+settings in force stay. Only thresholds and policies (``score``, ``select`` and the
+per-stream overrides) are applied live.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from stream_gate.config import Settings, load_settings
+from stream_gate.errors import ConfigError
+from stream_gate.log import get_logger
+
+log = get_logger(__name__)
+
+
+class ConfigReloader:
+    """Call :meth:`poll` often (from the processing thread); it applies changes."""
+
+    def __init__(self, path: Path, apply: Callable[[Settings], None],
+                 check_every_s: float = 1.0) -> None:
+        self.path = path
+        self._apply = apply
+        self._check_every = check_every_s
+        self._requested = False
+        self._next_check = 0.0
+        self._mtime = self._stat()
+        signal.signal(signal.SIGHUP, self._on_sighup)
+
+    def _stat(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return None
+
+    def _on_sighup(self, _signum: int, _frame: Any) -> None:
+        self._requested = True
+
+    def poll(self) -> None:
+        now = time.monotonic()
+        if not self._requested and now < self._next_check:
+            return
+        self._next_check = now + self._check_every
+        mtime = self._stat()
+        if not self._requested and mtime == self._mtime:
+            return
+        reason = "sighup" if self._requested else "file_changed"
+        self._requested = False
+        self._mtime = mtime
+        try:
+            settings = load_settings(self.path)
+        except ConfigError as exc:
+            log.error("config_rejected", path=str(self.path), trigger=reason,
+                      error=str(exc).replace("\n", "; "))
+            return
+        self._apply(settings)
+        log.info("config_reloaded", path=str(self.path), trigger=reason)

@@ -1,0 +1,73 @@
+"""Live tuning: SIGHUP applies new thresholds; an invalid edit is rejected and logged."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from .conftest import REDIS_URL, ROOT
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+def _config(media: Path, key: str, min_quality: float, extra: str = "") -> str:
+    return f"""
+[redis]
+url = "{REDIS_URL}"
+key = "{key}"
+[metrics]
+port = 0
+[select]
+policy = "improving"
+min_quality = {min_quality}
+{extra}
+[[streams]]
+id = "walk"
+url = "loop://{media}"
+fps = 6
+"""
+
+
+def _wait(cond: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_sighup_applies_new_threshold_and_rejects_bad_edit(
+    media: Callable[[str], Path], redis_client: redis.Redis, redis_key: str, tmp_path: Path
+) -> None:
+    video = media("intel_face-demographics-walking-and-pause.mp4")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(_config(video, redis_key, 100))  # nothing is that good: no emission
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream_gate.cli", "run", "--config", str(cfg)], cwd=ROOT,
+        env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(6)  # a full loop of the clip, faces scored, none good enough
+        assert redis_client.xlen(redis_key) == 0
+        cfg.write_text(_config(video, redis_key, 100, extra="typo_key = 1"))
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(3)
+        assert redis_client.xlen(redis_key) == 0  # the bad edit changed nothing
+        cfg.write_text(_config(video, redis_key, 5))
+        proc.send_signal(signal.SIGHUP)
+        assert _wait(lambda: redis_client.xlen(redis_key) > 0, 20), "threshold not applied"
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert '"event": "config_rejected"' in err and "select.typo_key: unknown key" in err
+    assert '"event": "config_reloaded"' in err
