@@ -77,6 +77,10 @@ class Source:
             ) from None
 
 
+class UnusableSource(Exception):
+    """The source answers but can never be used as configured (no video, too large)."""
+
+
 class FrameQueue:
     """A bounded frame queue; ``put`` either drops the oldest frame or waits for room."""
 
@@ -207,6 +211,10 @@ class StreamReader(threading.Thread):
                     backoff = self.cfg.reconnect_min_s
                     if self.stop_event.is_set():
                         return
+            except UnusableSource as exc:  # reconnecting will not change it
+                self.error = f"stream {self.source.stream_id!r}: {exc}"
+                self._set_state("failed", error=self.error)
+                return
             except (av.error.FFmpegError, OSError) as exc:
                 msg = redact_url(str(exc))
                 if self.source.kind == "file":
@@ -236,7 +244,13 @@ class StreamReader(threading.Thread):
 
     def _frames(self) -> Iterator[Frame]:
         with self._open() as container:
+            if not container.streams.video:
+                raise UnusableSource("the source has no video stream")
             stream = container.streams.video[0]
+            w, h = stream.codec_context.width, stream.codec_context.height
+            if w * h > self.cfg.max_pixels:
+                raise UnusableSource(
+                    f"resolution {w}x{h} is above decode.max_pixels ({self.cfg.max_pixels})")
             stream.thread_type = "AUTO"
             if self.cfg.threads:
                 stream.codec_context.thread_count = self.cfg.threads

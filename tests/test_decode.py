@@ -134,3 +134,34 @@ def test_skipping_non_reference_frames_decodes_less_and_keeps_the_rate(
     idx = [f.index for f in frames]
     assert idx == sorted(set(idx)) and idx[-1] <= 104
     assert all(b.t - a.t >= 0.15 for a, b in pairwise(frames))
+
+
+def test_absurd_inputs_are_refused_per_stream(media: Callable[[str], Path],
+                                              tmp_path: Path) -> None:
+    # Above the resolution cap: failed with a clear error, no frame, no retry loop.
+    src = Source.parse("big", "loop://" + str(media("crowd_walking_1080p.mp4")), 5)
+    reader = StreamReader(src, DecodeConfig(max_pixels=1280 * 720), threading.Event())
+    reader.start()
+    reader.join(10)
+    assert reader.state == "failed" and reader.sampled == 0
+    assert reader.error == "stream 'big': resolution 1920x1080 is above decode.max_pixels (921600)"
+    # An audio-only file: no video stream.
+    import av
+    import numpy as np
+
+    wav = tmp_path / "tone.wav"
+    with av.open(str(wav), "w") as out:
+        st = out.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16",
+                                           layout="mono")
+        frame.sample_rate = 8000
+        for p in st.encode(frame):
+            out.mux(p)
+        for p in st.encode():
+            out.mux(p)
+    reader = StreamReader(Source.parse("mic", "loop://" + str(wav), 5), DecodeConfig(),
+                          threading.Event())
+    reader.start()
+    reader.join(10)
+    assert reader.state == "failed"
+    assert reader.error == "stream 'mic': the source has no video stream"
