@@ -1,4 +1,4 @@
-"""Command line: ``stream-gate run | demo | score | tail``.
+"""Command line: ``stream-gate run | demo | score | bench | doctor | tail``.
 
 Start-up problems (bad config, missing or unreadable video, unreachable Redis) print one
 line per cause to stderr and exit with status 2; run-time problems are logged and
@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--config", type=Path, help="TOML file over the defaults")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
 
+    doctor = sub.add_parser("doctor", help="check cameras, models, Redis and the config")
+    doctor.add_argument("--config", type=Path, required=True, help="TOML config file")
+
     tail = sub.add_parser("tail", help="read published entries back from Redis")
     tail.add_argument("--config", type=Path, help="TOML config file (redis section)")
     tail.add_argument("--url", help="Redis URL (default: redis.url of the config)")
@@ -87,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_json)
     try:
         handler = {"run": cmd_run, "demo": cmd_demo, "score": cmd_score, "tail": cmd_tail,
-                   "bench": cmd_bench}
+                   "bench": cmd_bench, "doctor": cmd_doctor}
         return int(handler[args.command](args))
     except StartupError as exc:
         for line in str(exc).splitlines():
@@ -242,6 +245,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
             result = run_bench(settings, args.variants.split(","), args.duration)
         print(to_json(result) if args.json else format_table(result))
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from stream_gate.doctor import checks
+
+    failed = 0
+    for check in checks(args.config):
+        print(check.line(), flush=True)
+        failed += not check.ok
+    print(f"\n{'all checks passed' if not failed else f'{failed} check(s) failed'}")
+    return 1 if failed else 0
 
 
 def cmd_tail(args: argparse.Namespace) -> int:

@@ -94,3 +94,51 @@ def test_demo_runs_on_an_rtsp_camera_for_a_duration(rtsp_server: Callable[[str],
     rows = [ln for ln in res.stdout.splitlines() if ln.startswith("demo ")]
     assert rows, res.stdout  # people walking toward the camera were tracked
     assert (tmp_path / "sheet.png").exists()
+
+
+def test_doctor_reports_what_works_and_what_to_fix(rtsp_server: Callable[[str], str],
+                                                   media: Callable[[str], Path],
+                                                   tmp_path: Path) -> None:
+    from .conftest import REDIS_URL, run_cli
+
+    good = tmp_path / "good.toml"
+    good.write_text(f"""
+[redis]
+url = "{REDIS_URL}"
+spool_dir = "{tmp_path / 'spool'}"
+[[streams]]
+id = "door"
+url = "{rtsp_server('walk')}"
+[[streams]]
+id = "file"
+url = "{media('intel_classroom.mp4')}"
+""")
+    res = run_cli("doctor", "--config", str(good))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "ok    stream door: rtsp://127.0.0.1" in res.stdout and "h264 480x270" in res.stdout
+    assert "ok    redis: redis://127.0.0.1:6379/0 answers" in res.stdout
+    assert "scorer cr-fiqa-s@1" in res.stdout
+    assert res.stdout.rstrip().endswith("all checks passed")
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f"""
+[redis]
+url = "redis://127.0.0.1:1/0"
+connect_timeout_s = 1
+[decode]
+open_timeout_s = 2
+[[streams]]
+id = "gone"
+url = "rtsp://admin:hunter2@127.0.0.1:{free_port()}/cam"
+[[streams]]
+id = "missing"
+url = "{tmp_path / 'none.mp4'}"
+""")
+    res = run_cli("doctor", "--config", str(bad))
+    assert res.returncode == 1
+    out = res.stdout
+    assert "FAIL  redis:" in out and "fix: start Redis or fix redis.url" in out
+    assert "FAIL  stream gone:" in out and "fix: check the host is reachable" in out
+    assert "FAIL  stream missing: stream 'missing': video file not found" in out
+    assert "hunter2" not in out + res.stderr
+    assert "3 check(s) failed" in out
