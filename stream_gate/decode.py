@@ -262,6 +262,7 @@ class StreamReader(threading.Thread):
                 stream.codec_context.skip_frame = "NONREF"
             self._clock.restart()
             self._set_state("live")
+            last_frame = time.monotonic()
             for packet in container.demux(stream):
                 if self.stop_event.is_set():
                     return
@@ -270,8 +271,14 @@ class StreamReader(threading.Thread):
                     frames = packet.decode()
                 except av.error.InvalidDataError:
                     self.corrupt_packets += 1
-                    continue
+                    frames = []
                 self.decode_s += time.perf_counter() - t0
+                if frames:
+                    last_frame = time.monotonic()
+                elif self.source.kind == "live" and time.monotonic() - last_frame > \
+                        self.cfg.stall_s:
+                    # Packets (or keep-alives) arrive but no picture: a stuck encoder.
+                    raise OSError(f"no frame for {self.cfg.stall_s:g} s (watchdog)")
                 for vf in frames:
                     yield from self._sample(vf, period)
 

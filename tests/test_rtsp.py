@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
 import threading
 import time
@@ -142,3 +144,56 @@ url = "{tmp_path / 'none.mp4'}"
     assert "FAIL  stream missing: stream 'missing': video file not found" in out
     assert "hunter2" not in out + res.stderr
     assert "3 check(s) failed" in out
+
+
+class _HostileServer:
+    """A TCP listener on loopback that accepts and then stays silent or talks garbage."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            self._conns.append(conn)
+            if self.mode == "garbage":
+                with contextlib.suppress(OSError):
+                    conn.sendall(bytes(range(256)) * 64)
+
+    def close(self) -> None:
+        self._stop.set()
+        for c in self._conns:
+            c.close()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("mode", ["freeze", "garbage"])
+def test_frozen_and_garbage_cameras_are_detected_and_retried(mode: str) -> None:
+    server = _HostileServer(mode)
+    stop = threading.Event()
+    cfg = DecodeConfig(open_timeout_s=1, read_timeout_s=1, reconnect_min_s=0.2,
+                       reconnect_max_s=0.5)
+    reader = StreamReader(Source.parse(mode, f"rtsp://127.0.0.1:{server.port}/cam", 5), cfg,
+                          stop)
+    t0 = time.monotonic()
+    reader.start()
+    deadline = t0 + 15
+    while server.accepted < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    reader.join(5)
+    server.close()
+    assert server.accepted >= 2, "the reader did not give up on the first connection"
+    assert reader.sampled == 0 and not reader.is_alive()
+    assert reader.state == "reconnecting"
