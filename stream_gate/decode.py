@@ -182,11 +182,14 @@ class StreamReader(threading.Thread):
         self.sampled = 0
         self.corrupt_packets = 0
         self.state = "starting"
-        self.error: str | None = None
+        self.error: str | None = None  # why the stream failed for good
+        self.last_error: str | None = None  # the latest reason for a reconnect
         self.decode_s = 0.0
         self._clock = _Clock()
         self._sampler = _Sampler(source.fps)
         self._pace_start: float | None = None  # wall time of media time 0, for loop://
+        self._opened_at = 0.0  # when the current connection was opened
+        self._got_frame = False  # whether it has delivered a frame yet
 
     def _set_state(self, state: str, **kw: Any) -> None:
         if state != self.state:
@@ -217,10 +220,15 @@ class StreamReader(threading.Thread):
                 return
             except (av.error.FFmpegError, OSError) as exc:
                 msg = redact_url(str(exc))
+                waited = time.monotonic() - self._opened_at
+                if not self._got_frame and waited >= 0.9 * self.cfg.open_timeout_s:
+                    # FFmpeg words a timeout in several ways; say what happened.
+                    msg = f"no picture within {waited:.1f} s (camera frozen?): {msg}"
                 if self.source.kind == "file":
                     self.error = msg
                     self._set_state("failed", error=msg)
                     return
+                self.last_error = msg
                 self._set_state("reconnecting", error=msg, retry_in_s=round(backoff, 2))
             else:
                 if self.source.kind == "file":
@@ -243,6 +251,8 @@ class StreamReader(threading.Thread):
         )
 
     def _frames(self) -> Iterator[Frame]:
+        self._opened_at = time.monotonic()
+        self._got_frame = False
         with self._open() as container:
             if not container.streams.video:
                 raise UnusableSource("the source has no video stream")
@@ -300,6 +310,7 @@ class StreamReader(threading.Thread):
         # The frame's position in the stream, also when skipped frames were never decoded.
         index = round(t / period) if period > 0 else self.decoded - 1
         self._pace(t)
+        self._got_frame = True
         if not self._sampler.keep(t):
             return
         t0 = time.perf_counter()

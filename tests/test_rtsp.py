@@ -25,9 +25,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 
-@pytest.fixture
-def rtsp_server(media: Callable[[str], Path]) -> Iterator[Callable[[str], str]]:
-    """Serves media files at rtsp://127.0.0.1:PORT/<name>; yields name -> URL."""
+def _require_gstreamer() -> None:
     if not Path(SYSTEM_PYTHON).exists():
         pytest.skip(f"{SYSTEM_PYTHON} (Debian's Python with python3-gi) is absent")
     check = subprocess.run(
@@ -37,20 +35,59 @@ def rtsp_server(media: Callable[[str], Path]) -> Iterator[Callable[[str], str]]:
          "('qtdemux', 'h264parse', 'rtph264pay'))"], capture_output=True)
     if check.returncode != 0:
         pytest.skip("python3-gi with GstRtspServer missing (scripts/install-system-deps)")
-    port = free_port()
-    files = {"walk": media("intel_face-demographics-walking-and-pause.mp4")}
-    proc = subprocess.Popen(
-        [SYSTEM_PYTHON, str(SERVER), str(port), *(f"{k}={v}" for k, v in files.items())],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("READY"):
-        proc.kill()
-        err = proc.stderr.read() if proc.stderr else ""
-        pytest.fail(f"RTSP server did not start: {line} {err}")
-    yield lambda name: f"rtsp://127.0.0.1:{port}/{name}"
-    proc.kill()
-    proc.wait()
+
+
+class Camera:
+    """One RTSP camera on loopback (its own server process): stop it, start it again."""
+
+    def __init__(self, files: dict[str, Path]) -> None:
+        self.port = free_port()
+        self.files = files
+        self.proc: subprocess.Popen[str] | None = None
+        self.start()
+
+    def url(self, name: str) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/{name}"
+
+    def start(self) -> None:
+        proc = subprocess.Popen(
+            [SYSTEM_PYTHON, str(SERVER), str(self.port),
+             *(f"{k}={v}" for k, v in self.files.items())],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("READY"):
+            proc.kill()
+            err = proc.stderr.read() if proc.stderr else ""
+            pytest.fail(f"RTSP server did not start: {line} {err}")
+        self.proc = proc
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture
+def camera(media: Callable[[str], Path]) -> Iterator[Callable[..., Camera]]:
+    """Factory: camera(name=file_in_media, ...) -> a running Camera; all stopped after."""
+    _require_gstreamer()
+    made: list[Camera] = []
+
+    def make(**files: str) -> Camera:
+        made.append(Camera({k: media(v) for k, v in files.items()}))
+        return made[-1]
+
+    yield make
+    for cam in made:
+        cam.stop()
+
+
+@pytest.fixture
+def rtsp_server(camera: Callable[..., Camera]) -> Callable[[str], str]:
+    """The walking clip at rtsp://127.0.0.1:PORT/walk; yields name -> URL."""
+    return camera(walk="intel_face-demographics-walking-and-pause.mp4").url
 
 
 def test_reads_a_live_rtsp_camera_over_tcp(rtsp_server: Callable[[str], str]) -> None:
@@ -197,3 +234,79 @@ def test_frozen_and_garbage_cameras_are_detected_and_retried(mode: str) -> None:
     assert server.accepted >= 2, "the reader did not give up on the first connection"
     assert reader.sampled == 0 and not reader.is_alive()
     assert reader.state == "reconnecting"
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_four_cameras_restarted_frozen_garbage_and_healthy(
+    camera: Callable[..., Camera], redis_client: object, redis_key: str
+) -> None:
+    import redis as redis_lib
+
+    from stream_gate.config import load_settings
+    from stream_gate.pipeline import Pipeline
+    from stream_gate.publish import RedisSink
+
+    assert isinstance(redis_client, redis_lib.Redis)
+    healthy = camera(face="liveportrait_d6.mp4")  # 33.6 s of a talking face
+    flaky = camera(face="liveportrait_d14.mp4")
+    frozen, garbage = _HostileServer("freeze"), _HostileServer("garbage")
+    settings = load_settings(None, {
+        "redis": {"url": "redis://127.0.0.1:6379/0", "key": redis_key},
+        "decode": {"open_timeout_s": 2, "read_timeout_s": 2, "reconnect_min_s": 0.2,
+                   "reconnect_max_s": 1.0},
+        "select": {"policy": "improving", "min_quality": 5, "improve_delta": 1,
+                   "max_wait_s": 1.0},
+        "streams": [
+            {"id": "healthy", "url": healthy.url("face"), "fps": 3},
+            {"id": "flaky", "url": flaky.url("face"), "fps": 3},
+            {"id": "frozen", "url": f"rtsp://127.0.0.1:{frozen.port}/cam", "fps": 3},
+            {"id": "garbage", "url": f"rtsp://127.0.0.1:{garbage.port}/cam", "fps": 3},
+        ],
+    })
+    pipeline = Pipeline(settings, [RedisSink(settings.redis)])
+    runner = threading.Thread(target=pipeline.run, daemon=True)
+    runner.start()
+    readers = {sid: st.reader for sid, st in pipeline.streams.items()}
+
+    def wait_live(sid: str, timeout: float) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if readers[sid].state == "live":
+                return time.monotonic() - t0
+            time.sleep(0.05)
+        return float("inf")
+
+    healthy_progress: list[int] = []
+    recoveries: list[float] = []
+    try:
+        assert wait_live("healthy", 15) < 15 and wait_live("flaky", 15) < 15
+        for _ in range(5):
+            flaky.stop()
+            deadline = time.monotonic() + 5
+            while readers["flaky"].state == "live" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert readers["flaky"].state == "reconnecting"
+            healthy_progress.append(readers["healthy"].sampled)
+            time.sleep(1.0)
+            flaky.start()
+            recoveries.append(wait_live("flaky", 10))
+            healthy_progress.append(readers["healthy"].sampled)
+    finally:
+        pipeline.stop_event.set()
+        runner.join(15)
+        frozen.close()
+        garbage.close()
+    # Every restart recovered within the backoff bound (1 s) plus the reconnect itself.
+    assert all(r < 4.0 for r in recoveries), recoveries
+    # The healthy camera kept delivering frames while the other one was down.
+    windows = list(zip(healthy_progress[0::2], healthy_progress[1::2], strict=True))
+    assert all(after > before for before, after in windows), healthy_progress
+    ids = {f[b"stream_id"] for _, f in redis_client.xrange(redis_key)}
+    assert b"healthy" in ids and b"flaky" in ids
+    # The frozen and garbage cameras never delivered, kept retrying, and say why.
+    for sid in ("frozen", "garbage"):
+        assert readers[sid].sampled == 0
+        assert readers[sid].last_error, sid
+    assert "no picture within" in readers["frozen"].last_error, readers["frozen"].last_error
+    assert "invalid data" in readers["garbage"].last_error.lower(), readers["garbage"].last_error
