@@ -18,6 +18,7 @@ from stream_gate.align import align_face
 from stream_gate.config import ScoreConfig, Settings
 from stream_gate.decode import Source, StreamReader
 from stream_gate.detect import CenterFaceDetector
+from stream_gate.errors import StartupError
 from stream_gate.log import get_logger
 from stream_gate.metrics import Metrics
 from stream_gate.publish import DirectorySink, Sink
@@ -64,10 +65,12 @@ class RunReport:
 class _Stream:
     """Per-stream state: reader thread, tracker, selector and its score settings."""
 
-    def __init__(self, settings: Settings, sid: str, stop: threading.Event, model: str) -> None:
+    def __init__(self, settings: Settings, sid: str, model: str) -> None:
         cfg = settings.stream(sid)
+        self.url = cfg.url
         self.source = Source.parse(sid, cfg.url, cfg.fps)
-        self.reader = StreamReader(self.source, settings.decode, stop)
+        self.stop = threading.Event()  # this stream's own, so it can leave alone
+        self.reader = StreamReader(self.source, settings.decode, self.stop)
         self.tracker = Tracker(settings.track)
         self.selector = Selector(settings.select_for(sid), model)
         self.score_cfg: ScoreConfig = settings.score_for(sid)
@@ -95,8 +98,7 @@ class Pipeline:
         self.detector = CenterFaceDetector(settings.detect)
         self.scorer: QualityScorer = make_scorer(settings.score)
         self.streams = {
-            s.id: _Stream(settings, s.id, self.stop_event, self.scorer.name)
-            for s in settings.streams
+            s.id: _Stream(settings, s.id, self.scorer.name) for s in settings.streams
         }
         self.report = RunReport()
         self.metrics = metrics
@@ -105,16 +107,56 @@ class Pipeline:
             metrics.attach({sid: st.reader for sid, st in self.streams.items()}, self.ready)
 
     def apply(self, settings: Settings) -> None:
-        """Take new thresholds and policies (``score``, ``select``, per-stream overrides).
+        """Take a reloaded config while running, without touching unchanged streams.
 
-        Streams keep running; tracks keep what they hold. Detector, tracker and stream
-        list changes need a restart (for now).
+        Thresholds and policies (``score``, ``select``, per-stream overrides) apply at
+        once and tracks keep what they hold; streams that left the config are stopped
+        and their tracks flushed; new streams (or ones whose url/fps changed) start.
+        Detector, decode and tracker settings need a restart.
         """
-        for sid, st in self.streams.items():
-            if any(s.id == sid for s in settings.streams):
+        wanted = {s.id: s for s in settings.streams}
+        for sid in list(self.streams):
+            cfg = wanted.get(sid)
+            if cfg is None or (cfg.url, cfg.fps) != (self.streams[sid].url,
+                                                      self.streams[sid].source.fps):
+                self._remove(sid)
+        self.settings = settings
+        for sid in wanted:
+            if sid in self.streams:
+                st = self.streams[sid]
                 st.selector.cfg = settings.select_for(sid)
                 st.score_cfg = settings.score_for(sid)
-        self.settings = settings
+                continue
+            st = _Stream(settings, sid, self.scorer.name)
+            try:
+                st.source.check()
+            except StartupError as exc:
+                log.error("stream_rejected", stream_id=sid, error=str(exc))
+                continue
+            self.streams[sid] = st
+            st.reader.start()
+            log.info("stream_added", stream_id=sid)
+        if self.metrics is not None:
+            self.metrics.attach({sid: st.reader for sid, st in self.streams.items()}, self.ready)
+
+    def _remove(self, sid: str) -> None:
+        st = self.streams.pop(sid)
+        st.stop.set()
+        st.reader.join(timeout=5)
+        self._publish(self._ends(st, st.tracker.flush()))
+        self._record(sid, st)
+        log.info("stream_removed", stream_id=sid)
+
+    def _record(self, sid: str, st: _Stream) -> None:
+        self.report.streams[sid] = {
+            "state": st.reader.state,
+            "error": st.reader.error,
+            "decoded": st.reader.decoded,
+            "sampled": st.reader.sampled,
+            "dropped": st.reader.queue.dropped,
+            "corrupt_packets": st.reader.corrupt_packets,
+        }
+        self.report.stage_s["decode"] += st.reader.decode_s
 
     def ready(self) -> bool:
         """A stream is live and no sink is in an outage."""
@@ -148,18 +190,12 @@ class Pipeline:
         finally:
             self.stop_event.set()
             for st in self.streams.values():
+                st.stop.set()
+            for st in self.streams.values():
                 st.reader.join(timeout=5)
             for sid, st in self.streams.items():
                 self._publish(self._ends(st, st.tracker.flush()))
-                self.report.streams[sid] = {
-                    "state": st.reader.state,
-                    "error": st.reader.error,
-                    "decoded": st.reader.decoded,
-                    "sampled": st.reader.sampled,
-                    "dropped": st.reader.queue.dropped,
-                    "corrupt_packets": st.reader.corrupt_packets,
-                }
-                self.report.stage_s["decode"] += st.reader.decode_s
+                self._record(sid, st)
             for sink in self.sinks:
                 sink.close()
             self.report.wall_s = time.perf_counter() - t_start

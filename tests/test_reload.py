@@ -71,3 +71,35 @@ def test_sighup_applies_new_threshold_and_rejects_bad_edit(
     assert proc.returncode == 0, err
     assert '"event": "config_rejected"' in err and "select.typo_key: unknown key" in err
     assert '"event": "config_reloaded"' in err
+
+
+def test_streams_added_and_removed_without_restart(
+    media: Callable[[str], Path], redis_client: redis.Redis, redis_key: str, tmp_path: Path
+) -> None:
+    walk = media("intel_face-demographics-walking-and-pause.mp4")
+    other = media("intel_face-demographics-walking.mp4")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(_config(walk, redis_key, 5))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream_gate.cli", "run", "--config", str(cfg)], cwd=ROOT,
+        env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def streams() -> set[bytes]:
+        return {f[b"stream_id"] for _, f in redis_client.xrange(redis_key)}
+
+    try:
+        assert _wait(lambda: b"walk" in streams(), 30)
+        # Add a camera "second" and drop "walk", in one edit.
+        cfg.write_text(_config(other, redis_key, 5).replace('id = "walk"', 'id = "second"'))
+        proc.send_signal(signal.SIGHUP)
+        assert _wait(lambda: b"second" in streams(), 30), "the new stream never published"
+        n_walk = sum(f[b"stream_id"] == b"walk" for _, f in redis_client.xrange(redis_key))
+        time.sleep(4)  # a removed stream publishes nothing more
+        assert n_walk == sum(f[b"stream_id"] == b"walk"
+                             for _, f in redis_client.xrange(redis_key))
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert '"event": "stream_added"' in err and '"event": "stream_removed"' in err
