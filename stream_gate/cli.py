@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -140,8 +142,14 @@ def _run_pipeline(settings: Settings, duration: float | None, collect: bool,
                  f"{server.server_port}/metrics")
 
     def stop(signum: int, _frame: Any) -> None:
-        log.info("stopping", signal=signal.Signals(signum).name)
+        if pipeline.stop_event.is_set():
+            return
+        grace = settings.decode.shutdown_grace_s
+        log.info("stopping", signal=signal.Signals(signum).name, grace_s=grace)
         pipeline.stop_event.set()
+        timer = threading.Timer(grace, _grace_exceeded, args=(grace,))
+        timer.daemon = True
+        timer.start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -151,6 +159,12 @@ def _run_pipeline(settings: Settings, duration: float | None, collect: bool,
         pipeline.on_tick = ConfigReloader(reload_from, pipeline.apply).poll
     report = pipeline.run(duration)
     return report, redis_sink
+
+
+def _grace_exceeded(grace: float) -> None:
+    """Shutdown took longer than allowed: leave now (spooled entries are already on disk)."""
+    log.error("shutdown_grace_exceeded", grace_s=grace)
+    os._exit(3)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -36,6 +36,7 @@ class DecodeConfig(_Section):
     loop_speed: Annotated[float, Field(ge=0, le=100)] = 1.0
     skip_nonref: bool = True
     stall_s: Annotated[float, Field(gt=0)] = 10.0
+    shutdown_grace_s: Annotated[float, Field(gt=0)] = 15.0
     max_pixels: Annotated[int, Field(ge=64 * 64)] = 3840 * 2160
 
 

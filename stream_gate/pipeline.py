@@ -191,8 +191,9 @@ class Pipeline:
             self.stop_event.set()
             for st in self.streams.values():
                 st.stop.set()
+            deadline = time.monotonic() + 5.0  # readers stuck in a camera read: one wait
             for st in self.streams.values():
-                st.reader.join(timeout=5)
+                st.reader.join(timeout=max(0.0, deadline - time.monotonic()))
             for sid, st in self.streams.items():
                 self._publish(self._ends(st, st.tracker.flush()))
                 self._record(sid, st)

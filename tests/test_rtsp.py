@@ -310,3 +310,44 @@ def test_four_cameras_restarted_frozen_garbage_and_healthy(
         assert readers[sid].last_error, sid
     assert "no picture within" in readers["frozen"].last_error, readers["frozen"].last_error
     assert "invalid data" in readers["garbage"].last_error.lower(), readers["garbage"].last_error
+
+
+def test_shutdown_never_outlasts_the_grace_time(tmp_path: Path) -> None:
+    """A camera stuck in a long open cannot hold the process past shutdown_grace_s."""
+    import os
+    import signal
+    import sys
+
+    from .conftest import REDIS_URL, ROOT
+
+    frozen = _HostileServer("freeze")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"""
+[decode]
+open_timeout_s = 60
+shutdown_grace_s = 1.5
+[redis]
+url = "{REDIS_URL}"
+[metrics]
+port = 0
+[[streams]]
+id = "stuck"
+url = "rtsp://127.0.0.1:{frozen.port}/cam"
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "stream_gate.cli", "run", "--config",
+                             str(cfg)], cwd=ROOT, env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while frozen.accepted == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert frozen.accepted == 1
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        took = time.monotonic() - t0
+    finally:
+        frozen.close()
+    assert proc.returncode == 3, err
+    assert took < 4.0
+    assert '"event": "shutdown_grace_exceeded"' in err
