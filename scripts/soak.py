@@ -35,7 +35,7 @@ def main() -> None:
     setup_logging("warning")
     settings = load_settings(None, {
         "redis": {"url": "embedded", "maxlen": 1000},
-        "decode": {"loop_speed": 0},
+        "decode": {"loop_speed": 0, "drop_oldest": False},  # every sampled frame analysed
         "select": {"policy": "improving", "min_quality": 20},
         "streams": [{"id": "soak", "url": f"loop://{args.video}", "fps": args.fps}],
     })

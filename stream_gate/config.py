@@ -37,6 +37,7 @@ class DecodeConfig(_Section):
     skip_nonref: bool = True
     stall_s: Annotated[float, Field(gt=0)] = 10.0
     shutdown_grace_s: Annotated[float, Field(gt=0)] = 15.0
+    drop_oldest: bool | None = None
     max_pixels: Annotated[int, Field(ge=64 * 64)] = 3840 * 2160
 
 

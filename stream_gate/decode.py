@@ -177,7 +177,8 @@ class StreamReader(threading.Thread):
         self.source = source
         self.cfg = cfg
         self.stop_event = stop
-        self.queue = FrameQueue(cfg.queue_size, drop_oldest=source.is_live)
+        drop = source.is_live if cfg.drop_oldest is None else cfg.drop_oldest
+        self.queue = FrameQueue(cfg.queue_size, drop_oldest=drop)
         self.decoded = 0
         self.sampled = 0
         self.corrupt_packets = 0
