@@ -73,4 +73,9 @@ fps = 6
     got = [f[b"emit_id"].decode() for _, f in client.xrange("stream_gate:crops")]
     assert len(got) == len(set(got)), "an entry arrived twice"
     assert set(got) == sent  # every crop the directory sink saw, before, during, after
+    # In the order they were emitted (the directory sink wrote them in that order).
+    written = {json.loads(p.read_text())["emit_id"]: p.stat().st_mtime_ns
+               for p in out.glob("*.json")}
+    times = [written[e] for e in got]
+    assert times == sorted(times)
     assert list((tmp_path / "spool").glob("*.entry")) == []

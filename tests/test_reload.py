@@ -103,3 +103,42 @@ def test_streams_added_and_removed_without_restart(
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert '"event": "stream_added"' in err and '"event": "stream_removed"' in err
+
+
+def test_reload_leaves_other_streams_running_without_a_drop(
+    media: Callable[[str], Path],
+) -> None:
+    """In process: a threshold change on one camera does not pause or restart another."""
+    import threading
+
+    from stream_gate.config import load_settings
+    from stream_gate.pipeline import Pipeline
+
+    def settings(min_q: float) -> object:
+        return load_settings(None, {
+            "redis": {"url": "embedded"},
+            "streams": [
+                {"id": "door", "url": f"loop://{media('intel_face-demographics-walking.mp4')}",
+                 "fps": 3, "select": {"min_quality": min_q}},
+                {"id": "hall", "url": f"loop://{media('intel_classroom.mp4')}", "fps": 3},
+            ],
+        })
+
+    pipeline = Pipeline(settings(50), [])  # type: ignore[arg-type]
+    pending: list[object] = []
+    pipeline.on_tick = lambda: pending and pipeline.apply(pending.pop())  # type: ignore
+    runner = threading.Thread(target=pipeline.run, daemon=True)
+    runner.start()
+    try:
+        time.sleep(3)
+        hall = pipeline.streams["hall"].reader
+        before = (hall.sampled, hall.queue.dropped)
+        pending.append(settings(80))
+        time.sleep(3)
+        assert pipeline.streams["door"].selector.cfg.min_quality == 80
+        assert pipeline.streams["hall"].reader is hall and hall.is_alive()
+        assert hall.sampled >= before[0] + 6  # ~3 frames/s kept coming
+        assert hall.queue.dropped == before[1] == 0
+    finally:
+        pipeline.stop_event.set()
+        runner.join(15)
