@@ -69,7 +69,6 @@ class ScoreConfig(_Section):
     min_eye_px: Annotated[float, Field(ge=0)] = 10.0
     max_yaw_deg: Annotated[float, Field(gt=0, le=90)] = 60.0
 
-
     @field_validator("model")
     @classmethod
     def _model_name(cls, v: str) -> str:
