@@ -25,11 +25,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
 from stream_gate.config import Settings
-from stream_gate.decode import Source
+from stream_gate.decode import Source, open_source
 from stream_gate.pipeline import STAGES, Pipeline, RunReport
 from stream_gate.track import iou_matrix
 
@@ -94,7 +93,7 @@ def decode_only(settings: Settings, duration: float | None) -> VariantResult:
         src = Source.parse(sid, url, 1.0)
         n = 0
         while True:
-            with av.open(src.target) as c:
+            with open_source(src, settings.decode) as c:
                 stream = c.streams.video[0]
                 stream.thread_type = "AUTO"
                 for _ in c.decode(stream):

@@ -77,6 +77,18 @@ class Source:
             ) from None
 
 
+def open_source(source: Source, cfg: DecodeConfig) -> Any:
+    """Open a source with PyAV: RTSP transport and the open/read timeouts applied.
+
+    The one place a source is opened (the readers, ``doctor`` and ``bench`` share it).
+    """
+    options: dict[str, str] = {}
+    if source.target.startswith(("rtsp://", "rtsps://")):
+        options["rtsp_transport"] = cfg.rtsp_transport
+    return av.open(source.target, options=options,
+                   timeout=(cfg.open_timeout_s, cfg.read_timeout_s))
+
+
 class UnusableSource(Exception):
     """The source answers but can never be used as configured (no video, too large)."""
 
@@ -241,20 +253,10 @@ class StreamReader(threading.Thread):
             self.stop_event.wait(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, self.cfg.reconnect_max_s)
 
-    def _open(self) -> Any:
-        options: dict[str, str] = {}
-        if self.source.target.startswith(("rtsp://", "rtsps://")):
-            options["rtsp_transport"] = self.cfg.rtsp_transport
-        return av.open(
-            self.source.target,
-            options=options,
-            timeout=(self.cfg.open_timeout_s, self.cfg.read_timeout_s),
-        )
-
     def _frames(self) -> Iterator[Frame]:
         self._opened_at = time.monotonic()
         self._got_frame = False
-        with self._open() as container:
+        with open_source(self.source, self.cfg) as container:
             if not container.streams.video:
                 raise UnusableSource("the source has no video stream")
             stream = container.streams.video[0]

@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import av
-import av.error
 import redis
 
 from stream_gate.config import Settings, load_settings
-from stream_gate.decode import Source
+from stream_gate.decode import Source, open_source
 from stream_gate.errors import StartupError
 from stream_gate.log import redact_url
 
@@ -46,12 +44,8 @@ def _guard(what: str, hint: str, fn: Callable[[], str]) -> Check:
 def _probe_camera(settings: Settings, url: str, stream_id: str) -> str:
     src = Source.parse(stream_id, url, 1.0)
     src.check()
-    options: dict[str, str] = {}
-    if url.startswith(("rtsp://", "rtsps://")):
-        options["rtsp_transport"] = settings.decode.rtsp_transport
     t0 = time.perf_counter()
-    with av.open(src.target, options=options,
-                 timeout=(settings.decode.open_timeout_s, settings.decode.read_timeout_s)) as c:
+    with open_source(src, settings.decode) as c:
         if not c.streams.video:
             raise StartupError("no video stream")
         vs = c.streams.video[0]

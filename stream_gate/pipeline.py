@@ -103,8 +103,13 @@ class Pipeline:
         self.report = RunReport()
         self.metrics = metrics
         self.on_tick = on_tick  # called once per loop turn, in this thread (config reload)
-        if metrics is not None:
-            metrics.attach({sid: st.reader for sid, st in self.streams.items()}, self.ready)
+        self._attach_metrics()
+
+    def _attach_metrics(self) -> None:
+        """Point the metrics at the current readers (again after streams change)."""
+        if self.metrics is not None:
+            self.metrics.attach({sid: st.reader for sid, st in self.streams.items()},
+                                self.ready)
 
     def apply(self, settings: Settings) -> None:
         """Take a reloaded config while running, without touching unchanged streams.
@@ -136,8 +141,7 @@ class Pipeline:
             self.streams[sid] = st
             st.reader.start()
             log.info("stream_added", stream_id=sid)
-        if self.metrics is not None:
-            self.metrics.attach({sid: st.reader for sid, st in self.streams.items()}, self.ready)
+        self._attach_metrics()
 
     def _remove(self, sid: str) -> None:
         st = self.streams.pop(sid)
