@@ -59,6 +59,16 @@ def redis_key(redis_client: redis.Redis) -> Iterator[str]:
     redis_client.delete(key)
 
 
+def spawn_cli(*args: str) -> subprocess.Popen[str]:
+    """Start ``stream-gate`` in the background (for long runs a test signals and stops)."""
+    import os
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "stream_gate.cli", *args], cwd=ROOT, env=dict(os.environ),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run ``stream-gate`` as a user would, from the project root."""

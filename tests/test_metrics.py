@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from .conftest import REDIS_URL, ROOT, free_port
+from .conftest import REDIS_URL, free_port, spawn_cli
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -47,9 +44,7 @@ id = "walk"
 url = "loop://{media('intel_face-demographics-walking-and-pause.mp4')}"
 fps = 6
 """)
-    proc = subprocess.Popen([sys.executable, "-m", "stream_gate.cli", "run", "--config", str(cfg)],
-                            cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = spawn_cli("run", "--config", str(cfg))
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from .conftest import ROOT, start_redis
+from .conftest import spawn_cli, start_redis
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -45,10 +43,7 @@ url = "loop://{media('intel_face-demographics-walking-and-pause.mp4')}"
 fps = 6
 """)
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stream_gate.cli", "run", "--config", str(cfg), "--out", str(out)],
-        cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+    proc = spawn_cli("run", "--config", str(cfg), "--out", str(out))
     client = redis.Redis(port=port)
     try:
         deadline = time.monotonic() + 60

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from .conftest import REDIS_URL, ROOT
+from .conftest import REDIS_URL, spawn_cli
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -51,9 +48,7 @@ def test_sighup_applies_new_threshold_and_rejects_bad_edit(
     video = media("intel_face-demographics-walking-and-pause.mp4")
     cfg = tmp_path / "c.toml"
     cfg.write_text(_config(video, redis_key, 100))  # nothing is that good: no emission
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stream_gate.cli", "run", "--config", str(cfg)], cwd=ROOT,
-        env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn_cli("run", "--config", str(cfg))
     try:
         time.sleep(6)  # a full loop of the clip, faces scored, none good enough
         assert redis_client.xlen(redis_key) == 0
@@ -80,9 +75,7 @@ def test_streams_added_and_removed_without_restart(
     other = media("intel_face-demographics-walking.mp4")
     cfg = tmp_path / "c.toml"
     cfg.write_text(_config(walk, redis_key, 5))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stream_gate.cli", "run", "--config", str(cfg)], cwd=ROOT,
-        env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn_cli("run", "--config", str(cfg))
 
     def streams() -> set[bytes]:
         return {f[b"stream_id"] for _, f in redis_client.xrange(redis_key)}

@@ -314,11 +314,9 @@ def test_four_cameras_restarted_frozen_garbage_and_healthy(
 
 def test_shutdown_never_outlasts_the_grace_time(tmp_path: Path) -> None:
     """A camera stuck in a long open cannot hold the process past shutdown_grace_s."""
-    import os
     import signal
-    import sys
 
-    from .conftest import REDIS_URL, ROOT
+    from .conftest import REDIS_URL, spawn_cli
 
     frozen = _HostileServer("freeze")
     cfg = tmp_path / "c.toml"
@@ -334,9 +332,7 @@ port = 0
 id = "stuck"
 url = "rtsp://127.0.0.1:{frozen.port}/cam"
 """)
-    proc = subprocess.Popen([sys.executable, "-m", "stream_gate.cli", "run", "--config",
-                             str(cfg)], cwd=ROOT, env=dict(os.environ),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = spawn_cli("run", "--config", str(cfg))
     try:
         deadline = time.monotonic() + 30
         while frozen.accepted == 0 and time.monotonic() < deadline:

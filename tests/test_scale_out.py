@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
-from .conftest import REDIS_URL, ROOT
+from .conftest import REDIS_URL, spawn_cli
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -34,9 +31,7 @@ id = "{sid}"
 url = "{media(video)}"
 fps = 12
 """)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "stream_gate.cli", "run", "--config", str(cfg)], cwd=ROOT,
-            env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(spawn_cli("run", "--config", str(cfg)))
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
