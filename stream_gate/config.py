@@ -13,7 +13,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stream_gate.errors import ConfigError
@@ -43,13 +50,28 @@ class DecodeConfig(_Section):
 
 class DetectConfig(_Section):
     model: Literal["centerface"] = "centerface"
-    max_side: Annotated[int, Field(ge=64, le=4096)] = 960
+    max_side: Literal[0] | Annotated[int, Field(ge=64, le=4096)] = 0
     score_threshold: Annotated[float, Field(ge=0.01, le=1.0)] = 0.3
     nms_iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3
     min_face_px: Annotated[float, Field(ge=0)] = 16.0
     batch_size: Annotated[int, Field(ge=1, le=256)] = 4
     max_wait_ms: Annotated[float, Field(ge=0, le=10_000)] = 20.0
     threads: Annotated[int, Field(ge=0, le=256)] = 0
+    refine_px: Annotated[int, Field(ge=0, le=512, multiple_of=32)] = 96
+    every: Annotated[int, Field(ge=1, le=25)] = 3
+    max_motion: Annotated[float, Field(gt=0)] = 0.5
+
+    @model_validator(mode="after")
+    def _every_needs_refine(self) -> DetectConfig:
+        if self.every > 1 and self.refine_px == 0:
+            raise ValueError("every > 1 needs refine_px > 0 (the frames between frame-wide "
+                             "detections are re-detected around the tracked faces)")
+        return self
+
+
+class RuntimeConfig(_Section):
+    engine: Literal["onnxruntime"] = "onnxruntime"
+    ort_spin: bool = False
 
 
 class TrackConfig(_Section):
@@ -65,9 +87,9 @@ class TrackConfig(_Section):
 class ScoreConfig(_Section):
     model: str = "cr-fiqa-s"
     threads: Annotated[int, Field(ge=0, le=256)] = 0
-    min_det_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
-    min_eye_px: Annotated[float, Field(ge=0)] = 10.0
-    max_yaw_deg: Annotated[float, Field(gt=0, le=90)] = 60.0
+    min_det_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
+    min_eye_px: Annotated[float, Field(ge=0)] = 6.0
+    max_yaw_deg: Annotated[float, Field(gt=0, le=90)] = 90.0
 
     @field_validator("model")
     @classmethod
@@ -156,6 +178,7 @@ class Settings(BaseSettings):
     )
 
     decode: DecodeConfig = DecodeConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
     detect: DetectConfig = DetectConfig()
     track: TrackConfig = TrackConfig()
     score: ScoreConfig = ScoreConfig()

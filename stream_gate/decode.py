@@ -192,6 +192,7 @@ class StreamReader(threading.Thread):
         drop = source.is_live if cfg.drop_oldest is None else cfg.drop_oldest
         self.queue = FrameQueue(cfg.queue_size, drop_oldest=drop)
         self.decoded = 0
+        self.covered = 0  # source frames passed (decoded or skipped undecoded as NONREF)
         self.sampled = 0
         self.corrupt_packets = 0
         self.state = "starting"
@@ -312,6 +313,7 @@ class StreamReader(threading.Thread):
         t = self._clock.stamp(vf.time, period)
         # The frame's position in the stream, also when skipped frames were never decoded.
         index = round(t / period) if period > 0 else self.decoded - 1
+        self.covered = max(self.covered, index + 1)
         self._pace(t)
         self._got_frame = True
         if not self._sampler.keep(t):

@@ -5,7 +5,8 @@ inputs. We load it once, in memory, drop those initializer inputs and make the b
 spatial dims dynamic, so one session serves any batch and letterbox size.
 
 Frames are scaled so their longer side is at most ``max_side`` (detection cost grows with
-pixels; smaller faces are lost as it shrinks), padded to multiples of 32 and stacked.
+pixels; smaller faces are lost as it shrinks; by default it follows from ``min_face_px``),
+padded to multiples of 32 and stacked.
 Outputs (heatmap, scale, offset, landmarks at stride 4) are decoded, NMS'd and mapped
 back to frame pixels.
 """
@@ -21,12 +22,14 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
-from stream_gate.config import DetectConfig
+from stream_gate.config import DetectConfig, RuntimeConfig
 from stream_gate.errors import ModelError
-from stream_gate.runtime.ort import OrtModel
+from stream_gate.runtime import load_model
 from stream_gate.types import Detections, FloatArray, ImageBGR
 
 STRIDE = 4
+FIND_PX = 8.0  # faces this small at the detector's input are still found (then refined)
+MIN_AUTO_SIDE = 640  # below this, detection is cheap: small frames are detected as they are
 
 
 def centerface_onnx_bytes() -> bytes:
@@ -91,15 +94,34 @@ class CenterFaceDetector:
 
     name = "centerface"
 
-    def __init__(self, cfg: DetectConfig) -> None:
+    def __init__(self, cfg: DetectConfig, runtime: RuntimeConfig | None = None) -> None:
         self.cfg = cfg
-        self.model = OrtModel(centerface_onnx_bytes(), "centerface", threads=cfg.threads)
+        self.model = load_model(centerface_onnx_bytes(), "centerface", runtime or RuntimeConfig(),
+                                threads=cfg.threads)
+
+    def side(self, height: int, width: int) -> int:
+        """Longest side of the detector input for a frame of this size.
+
+        ``max_side`` when set; else (0, "auto") the size at which the smallest face the
+        config asks for (``min_face_px``) is still ``FIND_PX`` pixels tall, but not below
+        ``MIN_AUTO_SIDE`` (nor above the frame itself).
+        """
+        if self.cfg.max_side:
+            return self.cfg.max_side
+        longest = max(height, width)
+        scaled = longest * FIND_PX / max(self.cfg.min_face_px, FIND_PX)
+        return min(longest, max(MIN_AUTO_SIDE, int(np.ceil(scaled / 32) * 32)))
+
+    def scale(self, height: int, width: int) -> float:
+        """Detector input pixels per frame pixel for a frame of this size."""
+        return input_size(height, width, self.side(height, width))[2]
 
     def prepare(
         self, images: Sequence[ImageBGR]
     ) -> tuple[npt.NDArray[np.float32], list[Letterbox]]:
         """Resize, pad and stack frames into one NCHW RGB float batch."""
-        sizes = [input_size(im.shape[0], im.shape[1], self.cfg.max_side) for im in images]
+        sizes = [input_size(im.shape[0], im.shape[1], self.side(im.shape[0], im.shape[1]))
+                 for im in images]
         bh = max(s[0] for s in sizes)
         bw = max(s[1] for s in sizes)
         batch = np.zeros((len(images), 3, bh, bw), np.float32)
@@ -118,47 +140,43 @@ class CenterFaceDetector:
         if not images:
             return []
         batch, boxes = self.prepare(images)
-        heat, scale, offset, lms = self.model.infer(batch)
-        return [
-            self._decode(heat[i, 0], scale[i], offset[i], lms[i], boxes[i], im.shape[:2])
-            for i, im in enumerate(images)
-        ]
+        heads = self.model.infer(batch)
+        out: list[Detections] = []
+        for i, im in enumerate(images):
+            boxes_i, scores, marks = self.decode(heads, i)
+            lb = boxes[i]
+            # Letterbox -> frame pixels, clipped to the frame.
+            boxes_i[:, 0::2] /= lb.sx
+            boxes_i[:, 1::2] /= lb.sy
+            marks[:, :, 0] /= lb.sx
+            marks[:, :, 1] /= lb.sy
+            fh, fw = im.shape[:2]
+            boxes_i[:, 0::2] = np.clip(boxes_i[:, 0::2], 0, fw)
+            boxes_i[:, 1::2] = np.clip(boxes_i[:, 1::2], 0, fh)
+            size = np.minimum(boxes_i[:, 2] - boxes_i[:, 0], boxes_i[:, 3] - boxes_i[:, 1])
+            ok = size >= self.cfg.min_face_px
+            out.append(Detections(boxes_i[ok], scores[ok], marks[ok]))
+        return out
 
-    def _decode(
-        self,
-        heat: FloatArray,
-        scale: FloatArray,
-        offset: FloatArray,
-        lms: FloatArray,
-        lb: Letterbox,
-        frame_hw: tuple[int, ...],
-    ) -> Detections:
-        ys, xs = np.nonzero(heat > self.cfg.score_threshold)
+    def decode(
+        self, heads: Sequence[FloatArray], i: int
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Boxes, scores and landmarks of batch item ``i`` in detector-input pixels."""
+        heat, scale, offset, lms = (h[i] for h in heads)
+        ys, xs = np.nonzero(heat[0] > self.cfg.score_threshold)
         if ys.size == 0:
-            return Detections.empty()
+            e = Detections.empty()
+            return e.boxes, e.scores, e.landmarks
         bh = np.exp(scale[0, ys, xs]) * STRIDE
         bw = np.exp(scale[1, ys, xs]) * STRIDE
         cx = (xs + offset[1, ys, xs] + 0.5) * STRIDE
         cy = (ys + offset[0, ys, xs] + 0.5) * STRIDE
         x1 = cx - bw / 2
         y1 = cy - bh / 2
-        boxes = np.stack([x1, y1, x1 + bw, y1 + bh], axis=1)
+        boxes = np.stack([x1, y1, x1 + bw, y1 + bh], axis=1).astype(np.float32)
         marks = np.empty((ys.size, 5, 2), np.float32)
         marks[:, :, 0] = lms[1::2, ys, xs].T * bw[:, None] + x1[:, None]
         marks[:, :, 1] = lms[0::2, ys, xs].T * bh[:, None] + y1[:, None]
-        scores = heat[ys, xs].astype(np.float32)
+        scores = heat[0, ys, xs].astype(np.float32)
         keep = nms(boxes, scores, self.cfg.nms_iou)
-        boxes, scores, marks = boxes[keep], scores[keep], marks[keep]
-        # Letterbox -> frame pixels, clipped to the frame.
-        boxes[:, 0::2] /= lb.sx
-        boxes[:, 1::2] /= lb.sy
-        marks[:, :, 0] /= lb.sx
-        marks[:, :, 1] /= lb.sy
-        fh, fw = frame_hw[0], frame_hw[1]
-        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, fw)
-        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, fh)
-        size = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        ok = size >= self.cfg.min_face_px
-        return Detections(
-            boxes[ok].astype(np.float32), scores[ok], marks[ok].astype(np.float32)
-        )
+        return boxes[keep], scores[keep], marks[keep]

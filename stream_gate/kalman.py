@@ -64,3 +64,12 @@ class KalmanBox:
     @property
     def box(self) -> Vec:
         return xyah_to_box(self.mean)
+
+    def peek(self) -> Vec:
+        """The box one ``predict`` ahead, without changing the state."""
+        return xyah_to_box(_F @ self.mean)
+
+    @property
+    def step_motion(self) -> float:
+        """Centre displacement per frame as a fraction of the box height."""
+        return float(np.hypot(self.mean[4], self.mean[5]) / max(self.mean[3], 1e-3))

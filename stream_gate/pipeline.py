@@ -2,9 +2,11 @@
 
 One decode thread per stream fills that stream's queue; the main loop gathers frames from
 all queues into one batch (up to ``detect.batch_size`` frames, waiting at most
-``detect.max_wait_ms`` for a partial batch), detects faces on the whole batch at once,
-then tracks, aligns, scores (one scorer call for all faces of the batch), selects and
-publishes, frame by frame in each stream's order.
+``detect.max_wait_ms`` for a partial batch). Frames due for frame-wide detection (every
+``detect.every``-th of a stream) are detected in one call; small faces there, and the
+tracked faces of all other frames, are detected again on full-resolution crops
+(refine.py). Then it tracks, aligns, scores (one scorer call for all faces of the batch),
+selects and publishes, frame by frame in each stream's order.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from stream_gate.align import align_face
 from stream_gate.config import ScoreConfig, Settings
 from stream_gate.decode import Source, StreamReader
@@ -22,13 +26,24 @@ from stream_gate.errors import StartupError
 from stream_gate.log import get_logger
 from stream_gate.metrics import Metrics
 from stream_gate.publish import DirectorySink, Sink
+from stream_gate.refine import CONTEXT, Refiner, merge
 from stream_gate.score import QualityScorer, gate_reason, make_scorer
 from stream_gate.select import Selector
 from stream_gate.track import Tracker
-from stream_gate.types import Candidate, Emission, Frame, TrackedFace, TrackEnd
+from stream_gate.types import (
+    Candidate,
+    Detections,
+    Emission,
+    FloatArray,
+    Frame,
+    ImageBGR,
+    TrackedFace,
+    TrackEnd,
+    TrackStep,
+)
 
 log = get_logger(__name__)
-STAGES = ("decode", "detect", "track", "align", "score", "select", "publish")
+STAGES = ("decode", "detect", "refine", "track", "align", "score", "select", "publish")
 
 
 @dataclass
@@ -50,6 +65,7 @@ class RunReport:
     """Counters and stage times of one run."""
 
     frames: int = 0
+    wide_frames: int = 0  # frames detected frame-wide (the rest: refined around tracks)
     faces: int = 0
     scored: int = 0
     gated: int = 0
@@ -72,6 +88,7 @@ class _Stream:
         self.stop = threading.Event()  # this stream's own, so it can leave alone
         self.reader = StreamReader(self.source, settings.decode, self.stop)
         self.tracker = Tracker(settings.track)
+        self.since_wide = settings.detect.every  # sampled frames since a frame-wide detection
         self.selector = Selector(settings.select_for(sid), model)
         self.score_cfg: ScoreConfig = settings.score_for(sid)
 
@@ -95,12 +112,15 @@ class Pipeline:
         self.collect = collect
         self.detect_only = detect_only  # benchmark bound: decode + detect, nothing after
         self.stop_event = threading.Event()
-        self.detector = CenterFaceDetector(settings.detect)
-        self.scorer: QualityScorer = make_scorer(settings.score)
+        self.detector = CenterFaceDetector(settings.detect, settings.runtime)
+        self.refiner = Refiner(self.detector, settings.detect.refine_px) \
+            if settings.detect.refine_px else None
+        self.scorer: QualityScorer = make_scorer(settings.score, settings.runtime)
         self.streams = {
             s.id: _Stream(settings, s.id, self.scorer.name) for s in settings.streams
         }
         self.report = RunReport()
+        self._turn = 0  # which stream _gather serves first
         self.metrics = metrics
         self.on_tick = on_tick  # called once per loop turn, in this thread (config reload)
         self._attach_metrics()
@@ -156,6 +176,7 @@ class Pipeline:
             "state": st.reader.state,
             "error": st.reader.error,
             "decoded": st.reader.decoded,
+            "covered": st.reader.covered,
             "sampled": st.reader.sampled,
             "dropped": st.reader.queue.dropped,
             "corrupt_packets": st.reader.corrupt_packets,
@@ -210,14 +231,20 @@ class Pipeline:
         """Round-robin frames from all queues until the batch is full or the wait is over.
 
         The wait (``detect.max_wait_ms``) starts with the first frame of the batch, so a
-        lone camera is never delayed by more than that for the sake of batching.
+        lone camera is never delayed by more than that for the sake of batching. Each
+        batch starts one stream further on, so with more cameras than batch slots none
+        is starved (its drop-oldest queue would otherwise lose every frame).
         """
         size = self.settings.detect.batch_size
         batch: list[Frame] = []
         deadline = 0.0
+        order = list(self.streams.values())
+        if order:
+            self._turn = (self._turn + 1) % len(order)
+            order = order[self._turn:] + order[:self._turn]
         while len(batch) < size:
             got = False
-            for st in self.streams.values():
+            for st in order:
                 frame = st.reader.queue.get_nowait() if len(batch) < size else None
                 if frame is not None:
                     if not batch:
@@ -240,25 +267,119 @@ class Pipeline:
             self.metrics.stage.labels(stage).observe(now - t0)
         return now
 
-    def _process(self, frames: list[Frame]) -> None:
+    def _wide_due(self, st: _Stream) -> bool:
+        """Whether this stream's next frame gets frame-wide detection (else refinement).
+
+        Frame-wide on every ``detect.every``-th sampled frame (new faces are found
+        there), and sooner when a tracked face moves so fast that its next position may
+        fall outside the refinement window.
+        """
+        cfg = self.settings.detect
+        if self.refiner is None or st.since_wide + 1 >= cfg.every:
+            return True
+        return st.tracker.max_motion() > cfg.max_motion
+
+    def _detect_and_track(self, frames: list[Frame]) -> list[TrackStep]:
+        """Detect (frame-wide in one batch, refined around tracks elsewhere) and track.
+
+        Frames of one stream must be tracked in order, and a refined frame needs the
+        tracker's prediction from the frame before it; so after the frame-wide batch the
+        frames go in waves (the n-th frame of each stream), one refinement batch a wave.
+        """
         t = time.perf_counter()
-        dets = self.detector.detect([f.image for f in frames])
+        plan: list[bool] = []
+        for f in frames:
+            st = self.streams[f.stream_id]
+            wide = self._wide_due(st)
+            st.since_wide = 0 if wide else st.since_wide + 1
+            plan.append(wide)
+        wide_idx = [i for i, w in enumerate(plan) if w]
+        self.report.wide_frames += len(wide_idx)
+        found: dict[int, Detections] = dict(
+            zip(wide_idx, self.detector.detect([frames[i].image for i in wide_idx]), strict=True))
         t = self._timed("detect", t)
-        self.report.frames += len(frames)
+        if self.refiner is not None and wide_idx:
+            found.update(self._refine_small(frames, found))
+            t = self._timed("refine", t)
+
+        waves: list[list[int]] = []
+        seen: dict[str, int] = {}
+        for i, f in enumerate(frames):
+            n = seen[f.stream_id] = seen.get(f.stream_id, -1) + 1
+            if n == len(waves):
+                waves.append([])
+            waves[n].append(i)
+        steps: dict[int, TrackStep] = {}
+        for wave in waves:
+            jobs: list[tuple[int, int]] = []  # (frame, job) pairs of this wave's refinement
+            images: list[tuple[ImageBGR, FloatArray]] = []
+            for i in wave:
+                if i in found:
+                    continue
+                for box in self.streams[frames[i].stream_id].tracker.predicted_boxes():
+                    jobs.append((i, len(images)))
+                    images.append((frames[i].image, box))
+            if images:
+                assert self.refiner is not None
+                refined = self.refiner.refine(images)
+                for i in wave:
+                    if i not in found:
+                        found[i] = merge([refined[j] for fi, j in jobs if fi == i],
+                                         self.settings.detect.nms_iou)
+                t = self._timed("refine", t)
+            for i in wave:
+                f = frames[i]
+                steps[i] = self.streams[f.stream_id].tracker.step(
+                    found.get(i, Detections.empty()), f.t)
+            t = self._timed("track", t)
+        return [steps[i] for i in range(len(frames))]
+
+    def _refine_small(self, frames: list[Frame], found: dict[int, Detections]
+                      ) -> dict[int, Detections]:
+        """Faces small at the frame-wide detector's scale, found again at full resolution.
+
+        Their scores (which start tracks) and landmarks (which align crops) are unreliable
+        at a few pixels; faces large enough there are kept as they are.
+        """
+        assert self.refiner is not None
+        cfg = self.settings.detect
+        jobs: list[tuple[int, int]] = []  # (frame, detection) pairs
+        for i, det in found.items():
+            f = frames[i]
+            s = self.detector.scale(f.height, f.width)
+            size = np.maximum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
+            jobs += [(i, int(k)) for k in np.flatnonzero(size * s * CONTEXT < cfg.refine_px)]
+        refined = self.refiner.refine([(frames[i].image, found[i].boxes[k]) for i, k in jobs])
+        out: dict[int, Detections] = {}
+        for i in {i for i, _ in jobs}:
+            parts = [found[i].subset(np.flatnonzero(
+                [(i, k) not in jobs for k in range(len(found[i]))]))]
+            parts += [r if len(r) else found[i].subset(np.array([k]))
+                      for (fi, k), r in zip(jobs, refined, strict=True) if fi == i]
+            out[i] = merge(parts, cfg.nms_iou)
+        return out
+
+    def _process(self, frames: list[Frame]) -> None:
         if self.detect_only:
+            t = time.perf_counter()
+            dets = self.detector.detect([f.image for f in frames])
+            self._timed("detect", t)
+            self.report.frames += len(frames)
             self.report.faces += sum(len(d) for d in dets)
             self._latency(frames)
             return
+        steps = self._detect_and_track(frames)
+        self.report.frames += len(frames)
+        t = time.perf_counter()
 
         todo: list[tuple[_Stream, Frame, TrackedFace]] = []
         ended: list[tuple[_Stream, list[TrackEnd]]] = []
-        for frame, det in zip(frames, dets, strict=True):
+        for frame, step in zip(frames, steps, strict=True):
             st = self.streams[frame.stream_id]
-            step = st.tracker.step(det, frame.t)
             self.report.faces += len(step.faces)
             if self.metrics is not None:
                 m, sid = self.metrics, frame.stream_id
-                m.faces.labels(sid).inc(len(det))
+                m.faces.labels(sid).inc(len(step.faces))
                 m.tracks_started.labels(sid).inc(sum(f.hits == 1 for f in step.faces))
                 m.tracks_ended.labels(sid).inc(sum(e.confirmed for e in step.ended))
             ended.append((st, step.ended))

@@ -20,7 +20,7 @@ from scipy.optimize import linear_sum_assignment
 
 from stream_gate.config import TrackConfig
 from stream_gate.kalman import KalmanBox
-from stream_gate.types import Detections, TrackedFace, TrackEnd, TrackStep
+from stream_gate.types import Detections, FloatArray, TrackedFace, TrackEnd, TrackStep
 
 
 def iou_matrix(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
@@ -88,6 +88,14 @@ class Tracker:
     @property
     def live_tracks(self) -> int:
         return len(self._tracks)
+
+    def predicted_boxes(self) -> list[FloatArray]:
+        """Where each live track is expected in the next frame (for refinement)."""
+        return [tr.kf.peek().astype(np.float32) for tr in self._tracks]
+
+    def max_motion(self) -> float:
+        """The fastest live track's displacement per frame, as a fraction of its size."""
+        return max((tr.kf.step_motion for tr in self._tracks), default=0.0)
 
     def step(self, dets: Detections, t: float) -> TrackStep:
         for tr in self._tracks:

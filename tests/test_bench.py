@@ -23,7 +23,7 @@ def test_bench_json_has_every_field_for_every_variant(media: Callable[[str], Pat
         assert v["fps"] > 0 and v["peak_rss_mb"] > 50
         assert {"p50", "p95"} <= set(v["latency_ms"])
     assert set(out["variants"]["pipeline"]["stage_ms"]) == {
-        "decode", "detect", "track", "align", "score", "select", "publish"}
+        "decode", "detect", "refine", "track", "align", "score", "select", "publish"}
     assert out["variants"]["naive"]["faces_per_s"] > 0
     parity = out["best_shot_parity"]
     assert parity["tracks"] >= 1 and 0 <= parity["min"] <= parity["mean"] <= 1

@@ -76,8 +76,8 @@ def test_mixed_frame_sizes_in_one_batch(media: Callable[[str], Path],
 
 def test_min_face_px_drops_small_faces(media: Callable[[str], Path]) -> None:
     frame = frames_of(media("crowd_walking_1080p.mp4"), {0})[0]
-    all_faces = CenterFaceDetector(DetectConfig(min_face_px=0)).detect([frame])[0]
-    big = CenterFaceDetector(DetectConfig(min_face_px=70)).detect([frame])[0]
+    all_faces = CenterFaceDetector(DetectConfig(max_side=960, min_face_px=0)).detect([frame])[0]
+    big = CenterFaceDetector(DetectConfig(max_side=960, min_face_px=70)).detect([frame])[0]
     sizes = np.minimum(all_faces.boxes[:, 2] - all_faces.boxes[:, 0],
                        all_faces.boxes[:, 3] - all_faces.boxes[:, 1])
     assert len(big) == int((sizes >= 70).sum()) < len(all_faces)

@@ -1,0 +1,92 @@
+"""Refine: re-detect known faces on full-resolution crops around them (coarse to fine).
+
+The frame-wide detector runs on a scaled-down frame (``detect.max_side``), so a face of
+30 px in a 1080p frame is 15 px there and its landmarks are off by a pixel or two of the
+original: enough to tilt the aligned crop and cost quality points. Refinement cuts a
+square of ``CONTEXT`` × the face's size around each face from the original frame,
+resizes it to ``detect.refine_px`` and runs the same detector on all of them in one
+batch: every face is then seen at the same, ample size whatever its size in the frame.
+
+The same call serves the frames between two frame-wide detections: the tracker's
+predicted boxes are refined instead of detecting the whole frame (detection every k-th
+frame with the tracker coasting in between, but with real landmarks on every frame).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from stream_gate.detect import CenterFaceDetector, nms
+from stream_gate.track import iou_matrix
+from stream_gate.types import Detections, FloatArray, ImageBGR
+
+CONTEXT = 2.0  # crop side / face size: room for the motion between frames
+MIN_IOU = 0.2  # a refined face must overlap the box it was asked for
+
+
+class Refiner:
+    """Batched re-detection of faces around given boxes, on full-resolution crops."""
+
+    def __init__(self, detector: CenterFaceDetector, size: int) -> None:
+        self.detector = detector
+        self.size = size
+
+    def crop(self, image: ImageBGR, box: FloatArray) -> tuple[ImageBGR, float, int, int]:
+        """The square around ``box`` resized to ``size``; its scale and frame origin."""
+        x1, y1, x2, y2 = (float(v) for v in box[:4])
+        side = max(8, round(CONTEXT * max(x2 - x1, y2 - y1)))
+        x0 = round((x1 + x2) / 2 - side / 2)
+        y0 = round((y1 + y2) / 2 - side / 2)
+        h, w = image.shape[:2]
+        region = image[max(y0, 0):min(y0 + side, h), max(x0, 0):min(x0 + side, w)]
+        if region.shape[:2] != (side, side):  # near the frame edge: pad with black
+            top, left = max(-y0, 0), max(-x0, 0)
+            region = cv2.copyMakeBorder(
+                region, top, side - region.shape[0] - top, left,
+                side - region.shape[1] - left, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        interp = cv2.INTER_AREA if side > self.size else cv2.INTER_LINEAR
+        out = cv2.resize(region, (self.size, self.size), interpolation=interp)
+        return out, self.size / side, x0, y0
+
+    def refine(self, jobs: Sequence[tuple[ImageBGR, FloatArray]]) -> list[Detections]:
+        """For each (frame, box): the face found there (0 or 1), in frame pixels."""
+        if not jobs:
+            return []
+        crops = [self.crop(image, box) for image, box in jobs]
+        batch = np.stack([c[0][:, :, ::-1].transpose(2, 0, 1) for c in crops]).astype(np.float32)
+        heads = self.detector.model.infer(batch)
+        out: list[Detections] = []
+        for i, ((image, box), (_, scale, x0, y0)) in enumerate(zip(jobs, crops, strict=True)):
+            boxes, scores, marks = self.detector.decode(heads, i)
+            if len(scores) == 0:
+                out.append(Detections.empty())
+                continue
+            boxes = boxes / scale + np.array([x0, y0, x0, y0], np.float32)
+            marks = marks / scale + np.array([x0, y0], np.float32)
+            iou = iou_matrix(box[None, :4], boxes)[0]
+            best = int(np.argmax(iou + 1e-3 * scores))  # overlap first, score breaks ties
+            if iou[best] < MIN_IOU:
+                out.append(Detections.empty())
+                continue
+            h, w = image.shape[:2]
+            b = boxes[best:best + 1].copy()
+            b[:, 0::2] = np.clip(b[:, 0::2], 0, w)
+            b[:, 1::2] = np.clip(b[:, 1::2], 0, h)
+            out.append(Detections(b.astype(np.float32), scores[best:best + 1],
+                                  marks[best:best + 1].astype(np.float32)))
+        return out
+
+
+def merge(found: Sequence[Detections], nms_iou: float) -> Detections:
+    """One frame's refined faces as one Detections, duplicates (two tracks on one face) removed."""
+    found = [d for d in found if len(d)]
+    if not found:
+        return Detections.empty()
+    boxes = np.concatenate([d.boxes for d in found])
+    scores = np.concatenate([d.scores for d in found])
+    marks = np.concatenate([d.landmarks for d in found])
+    keep = nms(boxes, scores, nms_iou)
+    return Detections(boxes[keep], scores[keep], marks[keep])

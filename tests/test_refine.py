@@ -1,0 +1,100 @@
+"""Refinement: faces found again on full-resolution crops, frame-wide detection only
+every k-th frame with the tracked faces refined in between, and fair batching."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream_gate.bench import run_pipeline_variant
+from stream_gate.config import DetectConfig, load_settings
+from stream_gate.detect import CenterFaceDetector
+from stream_gate.errors import ConfigError
+from stream_gate.pipeline import Pipeline
+from stream_gate.refine import Refiner
+from stream_gate.score import yaw_estimate
+from stream_gate.track import iou_matrix
+from stream_gate.types import Frame
+
+from .test_detect import frames_of
+
+CROWD = "crowd_walking_1080p.mp4"
+
+
+def test_auto_detector_size_follows_the_smallest_face_asked_for() -> None:
+    det = CenterFaceDetector(DetectConfig())  # min_face_px 16: found at ~8 px -> scale 1/2
+    assert det.side(1080, 1920) == 960
+    assert det.side(720, 1280) == 640  # never below 640 ...
+    assert det.side(270, 480) == 480  # ... nor above the frame
+    assert CenterFaceDetector(DetectConfig(min_face_px=32)).side(2160, 3840) == 960
+    assert CenterFaceDetector(DetectConfig(max_side=800)).side(1080, 1920) == 800
+
+
+def test_refined_faces_match_full_resolution_detection(media: Callable[[str], Path]) -> None:
+    frame = frames_of(media(CROWD), {0})[0]
+    full = CenterFaceDetector(DetectConfig(max_side=4096)).detect([frame])[0]
+    refiner = Refiner(CenterFaceDetector(DetectConfig(max_side=640)), 96)
+    sure = np.flatnonzero(full.scores > 0.7)
+    assert len(sure) >= 5
+    refined = refiner.refine([(frame, full.boxes[i]) for i in sure])
+    frontal = 0
+    for i, r in zip(sure, refined, strict=True):
+        assert len(r) == 1, f"face {full.boxes[i]} not found again"
+        assert iou_matrix(r.boxes, full.boxes[i:i + 1])[0, 0] > 0.6
+        if abs(yaw_estimate(full.landmarks[i])) < 30:  # landmarks of profiles are ambiguous
+            frontal += 1
+            eye = float(np.linalg.norm(full.landmarks[i, 1] - full.landmarks[i, 0]))
+            err = np.linalg.norm(r.landmarks[0] - full.landmarks[i], axis=1).max()
+            assert err < 0.25 * eye, (full.boxes[i], err, eye)
+    assert frontal >= 3
+
+
+def test_refine_finds_nothing_where_there_is_no_face(media: Callable[[str], Path]) -> None:
+    frame = frames_of(media(CROWD), {0})[0]
+    sky = np.array([20, 20, 80, 80], np.float32)  # the top-left corner: a wall, no face
+    assert len(Refiner(CenterFaceDetector(DetectConfig()), 96).refine([(frame, sky)])[0]) == 0
+
+
+def test_every_needs_refinement() -> None:
+    with pytest.raises(ConfigError, match=r"detect: .*every > 1 needs refine_px > 0"):
+        load_settings(None, {"detect": {"every": 3, "refine_px": 0}})
+
+
+@pytest.mark.slow
+def test_frame_wide_detection_every_third_frame_keeps_the_people(
+        media: Callable[[str], Path]) -> None:
+    """Every 3rd frame detected in full, the rest refined around tracks: the same people
+    are tracked and emitted, at a fraction of the frame-wide detections."""
+    def run(every: int) -> tuple[int, int, list[float]]:
+        s = load_settings(None, {"streams": [{"id": "c", "url": str(media(CROWD))}],
+                                 "detect": {"every": every}})
+        _, report = run_pipeline_variant(s, None, detect_only=False)
+        q = sorted(e.candidate.quality for e in report.emissions)
+        return report.frames, report.wide_frames, q
+
+    frames1, wide1, q1 = run(1)
+    frames3, wide3, q3 = run(3)
+    assert frames1 == frames3 and wide1 == frames1
+    assert wide3 <= frames3 / 2  # most frames were refined only
+    # As good best shots come out: the five best emitted crops score alike on average.
+    assert len(q1) >= 5 and len(q3) >= 5
+    assert np.mean(q3[-5:]) >= 0.95 * np.mean(q1[-5:]), (q1, q3)
+
+
+def test_batches_serve_every_camera_in_turn(media: Callable[[str], Path]) -> None:
+    """With more cameras than batch slots, no camera is starved of analysis."""
+    url = str(media("intel_face-demographics-walking.mp4"))
+    s = load_settings(None, {"streams": [{"id": f"cam{i}", "url": url} for i in range(5)],
+                             "detect": {"batch_size": 2, "max_wait_ms": 0}})
+    pipe = Pipeline(s, [])
+    image = np.zeros((8, 8, 3), np.uint8)
+    for sid, st in pipe.streams.items():
+        for k in range(4):  # every camera has frames waiting
+            st.reader.queue.put(Frame(sid, k, k, k / 5, 0, image), threading.Event())
+    served = [f.stream_id for _ in range(5) for f in pipe._gather()]
+    assert len(served) == 10
+    assert set(served) == set(pipe.streams)  # all five, not the first two over and over
