@@ -199,24 +199,42 @@ def best_shot_parity(naive: RunReport, pipe: RunReport, floor: float = PARITY_FL
             "tracks": len(ratios), "below_floor": unusable, "floor": floor}
 
 
-def run_bench(settings: Settings, variants: list[str], duration: float | None
-              ) -> dict[str, Any]:
+def with_yunet(settings: Settings, path: Path) -> Settings:
+    """The same settings with YuNet (from ``path``) as the detector."""
+    s = settings.model_copy(deep=True)
+    s.detect = s.detect.model_validate({**s.detect.model_dump(), "model": "yunet",
+                                        "model_path": path})
+    return s
+
+
+def run_bench(settings: Settings, variants: list[str], duration: float | None,
+              yunet: Path | None = None) -> dict[str, Any]:
+    """Run ``variants`` one after the other; with ``yunet``, also the detector-only and
+    pipeline variants with YuNet as the detector (``…-yunet``)."""
     results: dict[str, VariantResult] = {}
     reports: dict[str, RunReport] = {}
-    for name in variants:
+    runs = [(name, settings) for name in variants]
+    if yunet is not None:
+        runs += [(f"{name}-yunet", with_yunet(settings, yunet)) for name in variants
+                 if name in ("detector-only", "pipeline")]
+    for name, cfg in runs:
         print(f"bench: running {name} ...", flush=True, file=sys.stderr)
         if name == "decode-only":
-            results[name] = decode_only(settings, duration)
+            results[name] = decode_only(cfg, duration)
             continue
-        cfg = naive_settings(settings) if name == "naive" else settings
+        if name == "naive":
+            cfg = naive_settings(cfg)
         results[name], reports[name] = run_pipeline_variant(
-            cfg, duration, detect_only=name == "detector-only")
+            cfg, duration, detect_only=name.startswith("detector-only"))
     base = results.get("naive") or next(iter(results.values()))
     for r in results.values():
         r.ratio = round(r.fps / base.fps, 2) if base.fps else float("nan")
     out: dict[str, Any] = {"variants": {k: asdict(v) for k, v in results.items()}}
     if "naive" in reports and "pipeline" in reports:
         out["best_shot_parity"] = best_shot_parity(reports["naive"], reports["pipeline"])
+    if "naive" in reports and "pipeline-yunet" in reports:
+        out["best_shot_parity_yunet"] = best_shot_parity(reports["naive"],
+                                                         reports["pipeline-yunet"])
     return out
 
 
@@ -269,11 +287,13 @@ def format_table(result: dict[str, Any]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     text = "\n".join(lines)
     text += "\n(stage columns: ms per analysed frame; latency: ms decode -> published)"
-    if "best_shot_parity" in result:
-        p = result["best_shot_parity"]
-        text += (f"\nbest-shot parity (pipeline emitted / naive best, {p['tracks']} naive "
-                 f"tracks; {p['below_floor']} more with best quality < {p['floor']:g} not "
-                 f"counted): min {p['min']}, mean {p['mean']}")
+    for key, variant in (("best_shot_parity", "pipeline"),
+                         ("best_shot_parity_yunet", "pipeline-yunet")):
+        if key in result:
+            p = result[key]
+            text += (f"\nbest-shot parity ({variant} emitted / naive best, {p['tracks']} naive "
+                     f"tracks; {p['below_floor']} more with best quality < {p['floor']:g} "
+                     f"not counted): min {p['min']}, mean {p['mean']}")
     return text
 
 

@@ -72,6 +72,8 @@ def _parser() -> argparse.ArgumentParser:
                             "p95 latency <= --max-latency-ms")
     bench.add_argument("--max-latency-ms", type=float, default=1000.0)
     bench.add_argument("--config", type=Path, help="TOML file over the defaults")
+    bench.add_argument("--yunet", type=Path, metavar="ONNX",
+                       help="also run detector-only and pipeline with this YuNet model")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
 
     doctor = sub.add_parser("doctor", help="check cameras, models, Redis and the config")
@@ -256,7 +258,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 args.duration or 20.0, args.fps, args.max_latency_ms)
         else:
             settings = load_settings(args.config, {"streams": urls(args.streams)})
-            result = run_bench(settings, args.variants.split(","), args.duration)
+            result = run_bench(settings, args.variants.split(","), args.duration, args.yunet)
         print(to_json(result) if args.json else format_table(result))
     return 0
 

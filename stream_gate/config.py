@@ -49,7 +49,8 @@ class DecodeConfig(_Section):
 
 
 class DetectConfig(_Section):
-    model: Literal["centerface"] = "centerface"
+    model: Literal["centerface", "yunet"] = "centerface"
+    model_path: Path | None = None
     max_side: Literal[0] | Annotated[int, Field(ge=64, le=4096)] = 0
     score_threshold: Annotated[float, Field(ge=0.01, le=1.0)] = 0.3
     nms_iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3
@@ -60,6 +61,13 @@ class DetectConfig(_Section):
     refine_px: Annotated[int, Field(ge=0, le=512, multiple_of=32)] = 96
     every: Annotated[int, Field(ge=1, le=25)] = 3
     max_motion: Annotated[float, Field(gt=0)] = 0.5
+
+    @model_validator(mode="after")
+    def _yunet_needs_a_file(self) -> DetectConfig:
+        if self.model == "yunet" and self.model_path is None:
+            raise ValueError('model = "yunet" needs model_path: the YuNet ONNX file '
+                             "(stream-gate ships no YuNet weights)")
+        return self
 
     @model_validator(mode="after")
     def _every_needs_refine(self) -> DetectConfig:

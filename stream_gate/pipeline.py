@@ -21,7 +21,7 @@ import numpy as np
 from stream_gate.align import align_face
 from stream_gate.config import ScoreConfig, Settings
 from stream_gate.decode import Source, StreamReader
-from stream_gate.detect import CenterFaceDetector
+from stream_gate.detect import make_detector
 from stream_gate.errors import StartupError
 from stream_gate.log import get_logger
 from stream_gate.metrics import Metrics
@@ -112,7 +112,7 @@ class Pipeline:
         self.collect = collect
         self.detect_only = detect_only  # benchmark bound: decode + detect, nothing after
         self.stop_event = threading.Event()
-        self.detector = CenterFaceDetector(settings.detect, settings.runtime)
+        self.detector = make_detector(settings.detect, settings.runtime)
         self.refiner = Refiner(self.detector, settings.detect.refine_px) \
             if settings.detect.refine_px else None
         self.scorer: QualityScorer = make_scorer(settings.score, settings.runtime)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from stream_gate.detect import CenterFaceDetector, nms
+from stream_gate.detect import FaceDetector, nms
 from stream_gate.track import iou_matrix
 from stream_gate.types import Detections, FloatArray, ImageBGR
 
@@ -30,7 +30,7 @@ MIN_IOU = 0.2  # a refined face must overlap the box it was asked for
 class Refiner:
     """Batched re-detection of faces around given boxes, on full-resolution crops."""
 
-    def __init__(self, detector: CenterFaceDetector, size: int) -> None:
+    def __init__(self, detector: FaceDetector, size: int) -> None:
         self.detector = detector
         self.size = size
 
@@ -56,11 +56,11 @@ class Refiner:
         if not jobs:
             return []
         crops = [self.crop(image, box) for image, box in jobs]
-        batch = np.stack([c[0][:, :, ::-1].transpose(2, 0, 1) for c in crops]).astype(np.float32)
+        batch = self.detector.blob([c[0] for c in crops])
         heads = self.detector.model.infer(batch)
         out: list[Detections] = []
         for i, ((image, box), (_, scale, x0, y0)) in enumerate(zip(jobs, crops, strict=True)):
-            boxes, scores, marks = self.detector.decode(heads, i)
+            boxes, scores, marks = self.detector.decode(heads, i, (self.size, self.size))
             if len(scores) == 0:
                 out.append(Detections.empty())
                 continue

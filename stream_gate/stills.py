@@ -10,7 +10,7 @@ import cv2
 
 from stream_gate.align import align_face
 from stream_gate.config import Settings
-from stream_gate.detect import CenterFaceDetector
+from stream_gate.detect import make_detector
 from stream_gate.score import QualityScorer, make_scorer
 from stream_gate.types import ImageBGR
 
@@ -46,7 +46,7 @@ class StillScorer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.detector = CenterFaceDetector(settings.detect, settings.runtime)
+        self.detector = make_detector(settings.detect, settings.runtime)
         self.scorer: QualityScorer = make_scorer(settings.score, settings.runtime)
 
     def score_file(self, path: Path) -> ImageResult:
