@@ -147,6 +147,7 @@ def naive_settings(settings: Settings) -> Settings:
     """Every sampled frame detected at full resolution, batch 1; every face scored."""
     s = settings.model_copy(deep=True)
     s.detect.max_side = 4096
+    s.detect.precision = "fp32"
     s.detect.batch_size = 1
     s.detect.max_wait_ms = 0
     s.detect.every = 1

