@@ -3,7 +3,7 @@
 #   make test   - install system packages + .venv, lint, and run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?= -m "not gpu"
+PYTEST_ARGS ?=
 
 .PHONY: setup system-deps demo test lint clean
 

@@ -79,8 +79,9 @@ class DetectConfig(_Section):
 
 
 class RuntimeConfig(_Section):
-    engine: Literal["onnxruntime"] = "onnxruntime"
+    engine: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
     ort_spin: bool = False
+    engine_cache: Path = Path("~/.cache/stream-gate/engines")
 
 
 class TrackConfig(_Section):

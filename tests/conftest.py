@@ -117,3 +117,22 @@ def start_redis(port: int, procs: list[subprocess.Popen[bytes]], tmp: Path,
         except redis.ConnectionError:
             time.sleep(0.05)
     raise RuntimeError("private redis-server did not start")
+
+
+def _gpu_absent() -> str | None:
+    """Why GPU tests cannot run here, or None when an NVIDIA GPU answers."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return "no NVIDIA GPU here (nvidia-smi not found): GPU tests run on a GPU machine"
+    if subprocess.run([smi, "-L"], capture_output=True, timeout=30).returncode != 0:
+        return "nvidia-smi finds no usable NVIDIA GPU"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """GPU tests are collected everywhere and skipped, with the reason, without a GPU."""
+    gpu_items = [it for it in items if it.get_closest_marker("gpu")]
+    reason = _gpu_absent() if gpu_items else None
+    if reason:
+        for it in gpu_items:
+            it.add_marker(pytest.mark.skip(reason=reason))

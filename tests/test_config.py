@@ -24,6 +24,8 @@ def test_shipped_configs_load() -> None:
         assert s.detect.batch_size >= 1
     cams = load_settings(ROOT / "configs" / "cameras.example.toml")
     assert len(cams.streams) >= 2
+    gpu = load_settings(ROOT / "docker" / "cameras.toml")
+    assert gpu.runtime.engine == "tensorrt" and len(gpu.streams) == 4
 
 
 def test_unknown_key_is_named_with_its_path(tmp_path: Path) -> None:

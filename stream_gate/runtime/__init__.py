@@ -1,12 +1,16 @@
 """Inference runtimes behind one small interface, chosen by ``runtime.engine``.
 
-Only ``onnxruntime`` (CPU; every install has it) exists today. GPU engines (TensorRT,
-PyTorch on CUDA) plug in here: each is imported only when asked for, so a CPU install
-never needs CUDA packages.
+- ``onnxruntime``: CPU, every install has it;
+- ``tensorrt``: engines built from the same ONNX files (``engines/`` recipes), NVIDIA GPUs.
+
+GPU engines are imported only when asked for, so a CPU install never needs CUDA
+packages; asking for one whose packages are missing stops start-up with one error naming
+the package and the extra that installs it.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -14,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stream_gate.config import RuntimeConfig
+from stream_gate.errors import ModelError
 
 
 class Model(Protocol):
@@ -24,8 +29,28 @@ class Model(Protocol):
     def infer(self, batch: npt.NDArray[np.float32]) -> Sequence[npt.NDArray[np.float32]]: ...
 
 
+NEEDS: dict[str, tuple[str, ...]] = {"onnxruntime": ("onnxruntime",),
+                                     "tensorrt": ("tensorrt", "pycuda.driver")}
+
+
+def require(engine: str) -> None:
+    """Raise one ModelError naming the package when ``engine`` cannot be imported."""
+    for module in NEEDS[engine]:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:  # also a CUDA library that fails to load
+            raise ModelError(
+                f"runtime.engine = {engine!r} needs the Python package "
+                f"{module.split('.')[0]!r} (pip install 'stream-gate[gpu]'): {exc}") from None
+
+
 def load_model(onnx: bytes, name: str, cfg: RuntimeConfig, threads: int = 0) -> Model:
     """The ONNX model ``onnx`` on the engine ``cfg.engine`` names."""
+    require(cfg.engine)
+    if cfg.engine == "tensorrt":
+        from stream_gate.runtime.tensorrt import TrtModel
+
+        return TrtModel(onnx, name, cfg)
     from stream_gate.runtime.ort import OrtModel
 
     return OrtModel(onnx, name, threads=threads, spin=cfg.ort_spin)

@@ -1,0 +1,189 @@
+"""TensorRT engines built from our ONNX files, cached on disk, run through pycuda.
+
+Written to TensorRT 10's Python API (name-based tensors, ``execute_async_v3``) and
+imported only when ``runtime.engine = "tensorrt"``. Each model has a recipe in
+``engines/<model>.toml``: the dynamic batch profile (min/opt/max batch) and input sizes,
+and whether fp16 is allowed. A built engine is cached under ``runtime.engine_cache`` by a
+key of GPU name, compute capability, TensorRT version, ONNX sha256 and recipe, so a new
+driver, card, model or recipe rebuilds it and an unchanged one loads in milliseconds.
+
+Execution: one CUDA stream per model; inputs are staged in page-locked host memory and
+copied asynchronously, outputs come back the same way, and the host waits once per call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from stream_gate.config import RuntimeConfig
+from stream_gate.errors import ModelError
+from stream_gate.log import get_logger
+
+log = get_logger(__name__)
+RECIPES = Path(__file__).resolve().parents[2] / "engines"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to build one model's engine (``engines/<model>.toml``)."""
+
+    model: str
+    batch: tuple[int, int, int]  # min, opt, max
+    height: tuple[int, int, int]
+    width: tuple[int, int, int]
+    fp16: bool = True
+    workspace_mb: int = 1024
+
+    @staticmethod
+    def for_model(name: str, folder: Path = RECIPES) -> Recipe:
+        """The recipe whose file name starts the model name (``cr-fiqa-s@1`` -> cr-fiqa-s)."""
+        for path in sorted(folder.glob("*.toml"), key=lambda p: -len(p.stem)):
+            if name.startswith(path.stem):
+                data = tomllib.loads(path.read_text())
+                try:
+                    return Recipe(model=path.stem, batch=tuple(data["batch"]),
+                                  height=tuple(data["height"]), width=tuple(data["width"]),
+                                  fp16=bool(data.get("fp16", True)),
+                                  workspace_mb=int(data.get("workspace_mb", 1024)))
+                except (KeyError, TypeError) as exc:
+                    raise ModelError(f"{path}: bad engine recipe: {exc}") from None
+        raise ModelError(f"no engine recipe for model {name!r} in {folder}")
+
+    def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """NCHW min / opt / max shapes of the optimisation profile."""
+        return tuple(  # type: ignore[return-value]
+            (self.batch[i], 3, self.height[i], self.width[i]) for i in range(3))
+
+
+def cache_key(onnx: bytes, recipe: Recipe, gpu: str, capability: tuple[int, int],
+              trt_version: str) -> str:
+    """What an engine depends on, hashed: a change in any part means a rebuild."""
+    parts = {"onnx_sha256": hashlib.sha256(onnx).hexdigest(), "recipe": asdict(recipe),
+             "gpu": gpu, "capability": list(capability), "tensorrt": trt_version}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def build_engine(onnx: bytes, recipe: Recipe) -> bytes:
+    """Parse the ONNX graph and build a serialized engine for ``recipe``."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ModelError(f"TensorRT cannot parse {recipe.model}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, recipe.workspace_mb << 20)
+    if recipe.fp16 and builder.platform_has_fast_fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(network.get_input(0).name, *recipe.shapes())
+    config.add_optimization_profile(profile)
+    blob = builder.build_serialized_network(network, config)
+    if blob is None:
+        raise ModelError(f"TensorRT failed to build an engine for {recipe.model}")
+    return bytes(blob)
+
+
+def _gpu() -> tuple[str, tuple[int, int]]:
+    import pycuda.driver as cuda
+
+    dev = cuda.Context.get_device()
+    return str(dev.name()), tuple(dev.compute_capability())
+
+
+def load_or_build(onnx: bytes, name: str, cfg: RuntimeConfig) -> tuple[bytes, Path]:
+    """The cached engine for this model on this GPU, built first when missing or stale."""
+    import tensorrt as trt
+
+    recipe = Recipe.for_model(name)
+    gpu, cc = _gpu()
+    key = cache_key(onnx, recipe, gpu, cc, trt.__version__)
+    folder = cfg.engine_cache.expanduser()
+    path = folder / f"{recipe.model}-{key}.engine"
+    if path.is_file():
+        return path.read_bytes(), path
+    log.info("engine_build", model=name, gpu=gpu, capability=cc, path=str(path))
+    blob = build_engine(onnx, recipe)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(blob)
+    tmp.replace(path)  # never a half-written engine under the final name
+    meta = {"model": name, "gpu": gpu, "capability": list(cc), "tensorrt": trt.__version__,
+            "onnx_sha256": hashlib.sha256(onnx).hexdigest(), "recipe": asdict(recipe)}
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+    return blob, path
+
+
+class TrtModel:
+    """A TensorRT engine behind the runtime ``Model`` interface (float32 numpy in/out)."""
+
+    def __init__(self, onnx: bytes, name: str, cfg: RuntimeConfig) -> None:
+        import pycuda.autoinit  # noqa: F401  (creates the CUDA context)
+        import pycuda.driver as cuda
+        import tensorrt as trt
+
+        self.name = name
+        self._cuda = cuda
+        self._trt = trt
+        self.recipe = Recipe.for_model(name)
+        blob, self.path = load_or_build(onnx, name, cfg)
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self._runtime.deserialize_cuda_engine(blob)
+        if self.engine is None:
+            raise ModelError(f"cannot load TensorRT engine {self.path} (delete it to rebuild)")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        is_input = [self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names]
+        self.input_name = next(n for n, i in zip(names, is_input, strict=True) if i)
+        self.output_names = [n for n, i in zip(names, is_input, strict=True) if not i]
+        self.stream = cuda.Stream()
+        self._buffers: dict[str, tuple[Any, Any, int]] = {}  # name -> host, device, nbytes
+
+    def _buffer(self, name: str, shape: tuple[int, ...]) -> tuple[Any, Any]:
+        """Page-locked host + device buffers for a tensor, grown when a batch needs more."""
+        dtype = self._trt.nptype(self.engine.get_tensor_dtype(name))
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        have = self._buffers.get(name)
+        if have is None or have[2] < nbytes:
+            host = self._cuda.pagelocked_empty(int(np.prod(shape)), dtype)
+            dev = self._cuda.mem_alloc(nbytes)
+            self._buffers[name] = (host, dev, nbytes)
+        host, dev, _ = self._buffers[name]
+        return host[: int(np.prod(shape))].reshape(shape), dev
+
+    def infer(self, batch: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
+        max_batch = self.recipe.batch[2]
+        if len(batch) > max_batch:  # beyond the profile: run it in chunks
+            parts = [self.infer(batch[i:i + max_batch]) for i in range(0, len(batch), max_batch)]
+            return [np.concatenate(p) for p in zip(*parts, strict=True)]
+        cuda = self._cuda
+        host_in, dev_in = self._buffer(self.input_name, batch.shape)
+        np.copyto(host_in, batch.astype(host_in.dtype, copy=False))
+        if not self.context.set_input_shape(self.input_name, batch.shape):
+            raise ModelError(f"{self.name}: input {batch.shape} is outside the engine's "
+                             f"profile {self.recipe.shapes()} (engines/{self.recipe.model}.toml)")
+        cuda.memcpy_htod_async(dev_in, host_in, self.stream)
+        self.context.set_tensor_address(self.input_name, int(dev_in))
+        outs = []
+        for name in self.output_names:
+            shape = tuple(self.context.get_tensor_shape(name))
+            host, dev = self._buffer(name, shape)
+            self.context.set_tensor_address(name, int(dev))
+            outs.append((host, dev))
+        if not self.context.execute_async_v3(self.stream.handle):
+            raise ModelError(f"{self.name}: TensorRT execution failed")
+        for host, dev in outs:
+            cuda.memcpy_dtoh_async(host, dev, self.stream)
+        self.stream.synchronize()
+        return [np.array(h, dtype=np.float32) for h, _ in outs]

@@ -1,0 +1,97 @@
+"""Runtimes: engine selection with clear errors, TensorRT recipes and engine cache keys.
+
+TensorRT build/execution tests are marked ``gpu`` and skip where TensorRT is absent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from stream_gate.align import align_face
+from stream_gate.config import DetectConfig, RuntimeConfig, ScoreConfig, load_settings
+from stream_gate.detect import make_detector
+from stream_gate.errors import ModelError
+from stream_gate.runtime.tensorrt import RECIPES, Recipe, cache_key
+from stream_gate.score import make_scorer
+from stream_gate.track import iou_matrix
+
+from .test_detect import frames_of
+
+HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="TensorRT is installed here")
+def test_asking_for_tensorrt_without_it_names_the_package() -> None:
+    trt = RuntimeConfig(engine="tensorrt")
+    with pytest.raises(ModelError, match=r"'tensorrt'.*stream-gate\[gpu\]"):
+        make_detector(DetectConfig(), trt)
+    with pytest.raises(ModelError, match=r"'tensorrt'"):
+        make_scorer(ScoreConfig(), trt)
+
+
+def test_engine_is_a_checked_config_key() -> None:
+    assert load_settings(None, {"runtime": {"engine": "tensorrt"}}).runtime.engine == "tensorrt"
+    with pytest.raises(Exception, match=r"runtime.engine"):
+        load_settings(None, {"runtime": {"engine": "openvino"}})
+
+
+def test_every_shipped_model_has_a_recipe_that_fits_how_it_is_called() -> None:
+    cf = Recipe.for_model("centerface-int8")
+    assert cf.model == "centerface" and Recipe.for_model("centerface") == cf
+    lo, _, hi = cf.shapes()
+    # A frame-wide batch of four 1080p frames at 960 and a batch of 96 px refine crops.
+    for shape in [(4, 3, 544, 960), (32, 3, 96, 96), (1, 3, 1088, 1920)]:
+        assert all(a <= s <= b for a, s, b in zip(lo, shape, hi, strict=True)), shape
+    q = Recipe.for_model("cr-fiqa-s@1")
+    assert q.shapes()[1] == (64, 3, 112, 112)
+    assert Recipe.for_model("yunet").model == "yunet"
+    with pytest.raises(ModelError, match="no engine recipe"):
+        Recipe.for_model("resnet50")
+    assert {p.stem for p in RECIPES.glob("*.toml")} >= {"centerface", "cr-fiqa-s", "yunet"}
+
+
+def test_engine_cache_key_changes_with_everything_an_engine_depends_on() -> None:
+    r = Recipe.for_model("centerface")
+    base = cache_key(b"onnx", r, "NVIDIA H100", (9, 0), "10.3.0")
+    assert base == cache_key(b"onnx", r, "NVIDIA H100", (9, 0), "10.3.0")
+    others = {
+        cache_key(b"onnx2", r, "NVIDIA H100", (9, 0), "10.3.0"),
+        cache_key(b"onnx", Recipe.for_model("yunet"), "NVIDIA H100", (9, 0), "10.3.0"),
+        cache_key(b"onnx", r, "NVIDIA L4", (8, 9), "10.3.0"),
+        cache_key(b"onnx", r, "NVIDIA H100", (9, 0), "10.4.0"),
+    }
+    assert base not in others and len(others) == 4
+
+
+@pytest.mark.gpu
+def test_tensorrt_matches_onnxruntime_on_real_frames(media: Callable[[str], Path],
+                                                    lfw_image: Callable[..., Path],
+                                                    tmp_path: Path) -> None:
+    """Done-when of the GPU path: detections one-to-one with IoU >= 0.95, landmarks
+    within 1 px, quality within 1 point of the CPU path."""
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed")
+    pytest.importorskip("pycuda.driver", reason="pycuda is not installed")
+    trt = RuntimeConfig(engine="tensorrt", engine_cache=tmp_path)
+    frames = frames_of(media("crowd_walking_1080p.mp4"), {0, 50})
+    for precision in ("fp32", "int8"):
+        cfg = DetectConfig(max_side=960, precision=precision)
+        cpu, gpu = make_detector(cfg), make_detector(cfg, trt)
+        for a, b in zip(cpu.detect(frames), gpu.detect(frames), strict=True):
+            sure = a.scores > 0.5
+            iou = iou_matrix(a.boxes[sure], b.boxes)
+            assert (iou.max(axis=1) >= 0.95).all()
+            j = iou.argmax(axis=1)
+            assert np.abs(a.landmarks[sure] - b.landmarks[j]).max() <= 1.0
+    photo = cv2.imread(str(lfw_image()))
+    face = make_detector(DetectConfig()).detect([photo])[0]
+    crop = align_face(photo, face.landmarks[0])[0]
+    q_cpu = make_scorer(ScoreConfig()).score([crop], [face.landmarks[0]]).quality
+    q_gpu = make_scorer(ScoreConfig(), trt).score([crop], [face.landmarks[0]]).quality
+    assert abs(float(q_cpu[0]) - float(q_gpu[0])) <= 1.0
+    assert list(tmp_path.glob("*.engine")), "engines were not cached"
