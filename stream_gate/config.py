@@ -100,6 +100,7 @@ class ScoreConfig(_Section):
     min_det_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
     min_eye_px: Annotated[float, Field(ge=0)] = 6.0
     max_yaw_deg: Annotated[float, Field(gt=0, le=90)] = 90.0
+    max_per_track_hz: Annotated[float, Field(ge=0)] = 0.0
 
     @field_validator("model")
     @classmethod
@@ -152,6 +153,7 @@ class ScoreOverride(_Override):
     min_det_score: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     min_eye_px: Annotated[float, Field(ge=0)] | None = None
     max_yaw_deg: Annotated[float, Field(gt=0, le=90)] | None = None
+    max_per_track_hz: Annotated[float, Field(ge=0)] | None = None
 
 
 class SelectOverride(_Override):

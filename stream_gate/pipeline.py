@@ -69,6 +69,7 @@ class RunReport:
     faces: int = 0
     scored: int = 0
     gated: int = 0
+    capped: int = 0  # faces not scored because of score.max_per_track_hz
     emitted: int = 0
     wall_s: float = 0.0
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
@@ -91,6 +92,15 @@ class _Stream:
         self.since_wide = settings.detect.every  # sampled frames since a frame-wide detection
         self.selector = Selector(settings.select_for(sid), model)
         self.score_cfg: ScoreConfig = settings.score_for(sid)
+        self.last_scored: dict[int, float] = {}  # track -> media time of its last scoring
+
+    def may_score(self, face: TrackedFace, t: float) -> bool:
+        """The per-track scoring cap (``score.max_per_track_hz``; 0 = no cap)."""
+        hz = self.score_cfg.max_per_track_hz
+        if hz and t - self.last_scored.get(face.track_id, -1e9) < 1.0 / hz - 1e-6:
+            return False
+        self.last_scored[face.track_id] = t
+        return True
 
 
 class Pipeline:
@@ -392,10 +402,12 @@ class Pipeline:
                     summ.hits, summ.confirmed = face.hits, face.confirmed
                     x1, y1, x2, y2 = (float(v) for v in face.box)
                     summ.boxes[frame.index] = (x1, y1, x2, y2)
-                if gate_reason(face, st.score_cfg) is None:
+                if gate_reason(face, st.score_cfg) is not None:
+                    self.report.gated += 1
+                elif st.may_score(face, frame.t):
                     todo.append((st, frame, face))
                 else:
-                    self.report.gated += 1
+                    self.report.capped += 1
         t = self._timed("track", t)
 
         crops = [align_face(frame.image, face.landmarks)[0] for _, frame, face in todo]
@@ -441,6 +453,7 @@ class Pipeline:
     def _ends(self, st: _Stream, ends: list[TrackEnd]) -> list[Emission]:
         out: list[Emission] = []
         for end in ends:
+            st.last_scored.pop(end.track_id, None)
             out += st.selector.end(end)
             if end.confirmed:
                 log.debug("track_end", stream_id=st.source.stream_id, track_id=end.track_id)
