@@ -79,8 +79,10 @@ class DetectConfig(_Section):
 
 
 class RuntimeConfig(_Section):
-    engine: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    engine: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
     ort_spin: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    half: bool = True
     engine_cache: Path = Path("~/.cache/stream-gate/engines")
 
 

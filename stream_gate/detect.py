@@ -235,4 +235,12 @@ def make_detector(cfg: DetectConfig, runtime: RuntimeConfig | None = None,
         from stream_gate.yunet import YuNetDetector
 
         return YuNetDetector(cfg, runtime)
-    return CenterFaceDetector(cfg, runtime, int8=cfg.precision == "int8" and not precise)
+    runtime = runtime or RuntimeConfig()
+    # Our int8 copy is a QDQ graph for onnxruntime's VNNI kernels; the GPU engines run
+    # the fp32 graph (TensorRT picks its own precisions from the recipe).
+    int8 = cfg.precision == "int8" and not precise and runtime.engine == "onnxruntime"
+    if runtime.engine == "torch":
+        from stream_gate.device_detect import DeviceCenterFaceDetector
+
+        return DeviceCenterFaceDetector(cfg, runtime)
+    return CenterFaceDetector(cfg, runtime, int8=int8)

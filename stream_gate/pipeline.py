@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from stream_gate.errors import StartupError
 from stream_gate.log import get_logger
 from stream_gate.metrics import Metrics
 from stream_gate.publish import DirectorySink, Sink
+from stream_gate.quality_model import CrFiqaScorer
 from stream_gate.refine import CONTEXT, Refiner, merge
 from stream_gate.score import QualityScorer, gate_reason, make_scorer
 from stream_gate.select import Selector
@@ -129,6 +131,14 @@ class Pipeline:
                 if self.detector.quantized else self.detector
             self.refiner = Refiner(precise, settings.detect.refine_px)
         self.scorer: QualityScorer = make_scorer(settings.score, settings.runtime)
+        # runtime.engine = "torch": frames go to the device once per batch; detection,
+        # alignment and scoring run there (device_stages.py). Imported only then: the
+        # CPU install does not need PyTorch.
+        self.device_stages: Any = None
+        if settings.runtime.engine == "torch" and isinstance(self.scorer, CrFiqaScorer):
+            from stream_gate.device_stages import DeviceAlignScore
+
+            self.device_stages = DeviceAlignScore(self.scorer)
         self.streams = {
             s.id: _Stream(settings, s.id, self.scorer.name) for s in settings.streams
         }
@@ -292,7 +302,8 @@ class Pipeline:
             return True
         return st.tracker.max_motion() > cfg.max_motion
 
-    def _detect_and_track(self, frames: list[Frame]) -> list[TrackStep]:
+    def _detect_and_track(self, frames: list[Frame], uploaded: list[Any] | None = None
+                          ) -> list[TrackStep]:
         """Detect (frame-wide in one batch, refined around tracks elsewhere) and track.
 
         Frames of one stream must be tracked in order, and a refined frame needs the
@@ -308,8 +319,12 @@ class Pipeline:
             plan.append(wide)
         wide_idx = [i for i, w in enumerate(plan) if w]
         self.report.wide_frames += len(wide_idx)
-        found: dict[int, Detections] = dict(
-            zip(wide_idx, self.detector.detect([frames[i].image for i in wide_idx]), strict=True))
+        on_device = getattr(self.detector, "detect_uploaded", None)
+        if uploaded is not None and on_device is not None:
+            dets = on_device([uploaded[i] for i in wide_idx])
+        else:
+            dets = self.detector.detect([frames[i].image for i in wide_idx])
+        found: dict[int, Detections] = dict(zip(wide_idx, dets, strict=True))
         t = self._timed("detect", t)
         if self.refiner is not None and wide_idx:
             found.update(self._refine_small(frames, found))
@@ -382,7 +397,12 @@ class Pipeline:
             self.report.faces += sum(len(d) for d in dets)
             self._latency(frames)
             return
-        steps = self._detect_and_track(frames)
+        uploaded = None
+        if self.device_stages is not None:
+            from stream_gate.device_stages import upload_frames
+
+            uploaded = upload_frames([f.image for f in frames], self.device_stages.device)
+        steps = self._detect_and_track(frames, uploaded)
         self.report.frames += len(frames)
         t = time.perf_counter()
 
@@ -411,11 +431,16 @@ class Pipeline:
                     self.report.capped += 1
         t = self._timed("track", t)
 
-        crops = [align_face(frame.image, face.landmarks)[0] for _, frame, face in todo]
-        t = self._timed("align", t)
-
-        scores = self.scorer.score(crops, [face.landmarks for _, _, face in todo])
-        t = self._timed("score", t)
+        if uploaded is not None:  # align + score on the device, in one go
+            pos = {id(f): i for i, f in enumerate(frames)}
+            crops, scores = self.device_stages.run(
+                uploaded, [(pos[id(frame)], face.landmarks) for _, frame, face in todo])
+            t = self._timed("score", t)
+        else:
+            crops = [align_face(frame.image, face.landmarks)[0] for _, frame, face in todo]
+            t = self._timed("align", t)
+            scores = self.scorer.score(crops, [face.landmarks for _, _, face in todo])
+            t = self._timed("score", t)
         self.report.scored += len(todo)
 
         out: list[Emission] = []

@@ -1,7 +1,9 @@
 """Inference runtimes behind one small interface, chosen by ``runtime.engine``.
 
 - ``onnxruntime``: CPU, every install has it;
-- ``tensorrt``: engines built from the same ONNX files (``engines/`` recipes), NVIDIA GPUs.
+- ``tensorrt``: engines built from the same ONNX files (``engines/`` recipes), NVIDIA GPUs;
+- ``torch``: the same ONNX files run as PyTorch graphs (torch_engine.py), on a CUDA GPU
+  where TensorRT is absent (or on the CPU, as a reference).
 
 GPU engines are imported only when asked for, so a CPU install never needs CUDA
 packages; asking for one whose packages are missing stops start-up with one error naming
@@ -31,7 +33,8 @@ class Model(Protocol):
 
 
 NEEDS: dict[str, tuple[str, ...]] = {"onnxruntime": ("onnxruntime",),
-                                     "tensorrt": ("tensorrt", "pycuda.driver")}
+                                     "tensorrt": ("tensorrt", "pycuda.driver"),
+                                     "torch": ("torch",)}
 
 
 def require(engine: str) -> None:
@@ -52,6 +55,10 @@ def load_model(onnx: bytes, name: str, cfg: RuntimeConfig, threads: int = 0) -> 
         from stream_gate.runtime.tensorrt import TrtModel
 
         return TrtModel(onnx, name, cfg)
+    if cfg.engine == "torch":
+        from stream_gate.runtime.torch_engine import TorchModel
+
+        return TorchModel(onnx, name, cfg, threads=threads)
     from stream_gate.runtime.ort import OrtModel
 
     return OrtModel(onnx, name, threads=threads, spin=cfg.ort_spin)

@@ -1,0 +1,121 @@
+"""CenterFace with pre- and post-processing on the model's device (``runtime.engine = "torch"``).
+
+The CPU path resizes, converts and decodes with OpenCV/numpy around the network. On a
+GPU that would move every frame and every output head across the bus. Here a batch of
+frames is uploaded once (uint8, a quarter of the float size), then letterboxed,
+converted to float RGB, run, and decoded (threshold, boxes, landmarks, overlap matrix
+for NMS) on the device; only the few detections per frame come back. The last, greedy
+NMS pass walks that overlap matrix on the CPU: it is a few hundred entries at most.
+
+On the CPU device the same code runs too (tests/test_torch_engine.py checks it against
+the onnxruntime path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stream_gate.config import DetectConfig, RuntimeConfig
+from stream_gate.detect import STRIDE, CenterFaceDetector, input_size
+from stream_gate.device_stages import upload_frames
+from stream_gate.errors import ModelError
+from stream_gate.runtime.torch_engine import TorchModel
+from stream_gate.types import Detections, ImageBGR
+
+
+def greedy_nms(iou: np.ndarray, threshold: float) -> list[int]:
+    """Greedy NMS over boxes already sorted by score, given their overlap matrix."""
+    alive = np.ones(len(iou), bool)
+    keep: list[int] = []
+    for i in range(len(iou)):
+        if alive[i]:
+            keep.append(i)
+            alive &= iou[i] < threshold
+    return keep
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU of x1y1x2y2 boxes on their device."""
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
+    return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-9)
+
+
+class DeviceCenterFaceDetector(CenterFaceDetector):
+    """CenterFace on PyTorch with letterbox, normalisation and decoding on its device."""
+
+    def __init__(self, cfg: DetectConfig, runtime: RuntimeConfig) -> None:
+        super().__init__(cfg, runtime)
+        if not isinstance(self.model, TorchModel):
+            raise ModelError("DeviceCenterFaceDetector needs runtime.engine = \"torch\"")
+        self.torch_model: TorchModel = self.model
+        self.device = self.torch_model.device
+
+    def letterbox(self, frames: Sequence[torch.Tensor]
+                  ) -> tuple[torch.Tensor, list[tuple[float, float]]]:
+        """Resize (area) into one zero-padded NCHW RGB float batch; per-frame (sx, sy)."""
+        sizes = [input_size(f.shape[0], f.shape[1], self.side(f.shape[0], f.shape[1]))
+                 for f in frames]
+        bh, bw = max(s[0] for s in sizes), max(s[1] for s in sizes)
+        batch = torch.zeros((len(frames), 3, bh, bw), device=self.device,
+                            dtype=self.torch_model.dtype)
+        scales: list[tuple[float, float]] = []
+        for i, (f, (_, _, s)) in enumerate(zip(frames, sizes, strict=True)):
+            h, w = f.shape[:2]
+            nh, nw = max(1, round(h * s)), max(1, round(w * s))
+            x = f.permute(2, 0, 1).flip(0)[None].float()  # BGR HWC -> RGB CHW
+            if (nh, nw) != (h, w):
+                # rounded half up like OpenCV's uint8 resize on the CPU path, so both paths see
+                # the same pixels (a borderline face otherwise tips NMS the other way)
+                x = F.interpolate(x, size=(nh, nw), mode="area").add_(0.5).floor_()
+            batch[i, :, :nh, :nw] = x[0].to(batch.dtype)
+            scales.append((nw / w, nh / h))
+        return batch, scales
+
+    def detect(self, images: Sequence[ImageBGR]) -> list[Detections]:
+        return self.detect_uploaded(upload_frames(images, self.device)) if images else []
+
+    def detect_uploaded(self, frames: Sequence[torch.Tensor]) -> list[Detections]:
+        """Detect on frames already on the device (uint8 HWC BGR, see upload_frames)."""
+        if not frames:
+            return []
+        batch, scales = self.letterbox(frames)
+        heat, scale, offset, lms = self.torch_model.infer_tensor(batch)
+        return [self._decode_on_device(heat[i], scale[i], offset[i], lms[i], scales[i],
+                                       f.shape[0], f.shape[1]) for i, f in enumerate(frames)]
+
+    def _decode_on_device(self, heat: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
+                          lms: torch.Tensor, sxy: tuple[float, float], fh: int, fw: int
+                          ) -> Detections:
+        ys, xs = torch.nonzero(heat[0] > self.cfg.score_threshold, as_tuple=True)
+        if ys.numel() == 0:
+            return Detections.empty()
+        bh = torch.exp(scale[0, ys, xs]) * STRIDE
+        bw = torch.exp(scale[1, ys, xs]) * STRIDE
+        cx = (xs + offset[1, ys, xs] + 0.5) * STRIDE
+        cy = (ys + offset[0, ys, xs] + 0.5) * STRIDE
+        x1, y1 = cx - bw / 2, cy - bh / 2
+        boxes = torch.stack([x1, y1, x1 + bw, y1 + bh], dim=1)
+        marks = torch.stack([lms[1::2, ys, xs].T * bw[:, None] + x1[:, None],
+                             lms[0::2, ys, xs].T * bh[:, None] + y1[:, None]], dim=2)
+        scores = heat[0, ys, xs]
+        order = torch.argsort(scores, descending=True, stable=True)
+        boxes, marks, scores = boxes[order], marks[order], scores[order]
+        keep = greedy_nms(box_iou(boxes, boxes).cpu().numpy(), self.cfg.nms_iou)
+        sx, sy = sxy
+        b = boxes[keep].cpu().numpy().astype(np.float32)
+        m = marks[keep].cpu().numpy().astype(np.float32)
+        s = scores[keep].cpu().numpy().astype(np.float32)
+        b[:, 0::2] = np.clip(b[:, 0::2] / sx, 0, fw)
+        b[:, 1::2] = np.clip(b[:, 1::2] / sy, 0, fh)
+        m[:, :, 0] /= sx
+        m[:, :, 1] /= sy
+        ok = np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) >= self.cfg.min_face_px
+        return Detections(b[ok], s[ok], m[ok])

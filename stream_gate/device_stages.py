@@ -1,0 +1,75 @@
+"""Alignment and quality scoring on the model's device (``runtime.engine = "torch"``).
+
+On the CPU path each face is warped with OpenCV and the crops are stacked for the quality
+model. Here the batch's frames, uploaded once (see :func:`upload_frames`, shared with the
+detector), are aligned all at once with ``grid_sample`` (batch_align.py) and go straight
+into the quality model on the same device; only the 112×112 crops (for publishing) and
+the scores come back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from stream_gate.batch_align import align_batch
+from stream_gate.errors import ModelError
+from stream_gate.quality_model import CrFiqaScorer
+from stream_gate.runtime.torch_engine import TorchModel
+from stream_gate.types import FloatArray, ImageBGR, Scores
+
+
+def upload_frames(images: Sequence[ImageBGR], device: torch.device) -> list[torch.Tensor]:
+    """Frames as uint8 HWC tensors on ``device``: one copy per frame size, pinned on CUDA."""
+    out: list[torch.Tensor] = [torch.empty(0)] * len(images)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, im in enumerate(images):
+        by_shape.setdefault(im.shape, []).append(i)
+    pin = device.type == "cuda"
+    for idx in by_shape.values():
+        host = torch.from_numpy(np.stack([images[i] for i in idx]))
+        dev = (host.pin_memory() if pin else host).to(device, non_blocking=True)
+        for n, i in enumerate(idx):
+            out[i] = dev[n]
+    return out
+
+
+class DeviceAlignScore:
+    """Batched alignment + CR-FIQA scoring of faces on frames already on the device."""
+
+    def __init__(self, scorer: CrFiqaScorer) -> None:
+        if not isinstance(scorer.model, TorchModel):
+            raise ModelError('device stages need runtime.engine = "torch"')
+        self.scorer = scorer
+        self.model: TorchModel = scorer.model
+        self.device = self.model.device
+
+    def crops(self, frames: Sequence[torch.Tensor], faces: Sequence[tuple[int, FloatArray]]
+              ) -> torch.Tensor:
+        """Aligned crops (N×3×112×112, BGR, whole grey levels as float) in ``faces`` order."""
+        out = torch.zeros((len(faces), 3, 112, 112), device=self.device)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for fi in sorted({fi for fi, _ in faces}):
+            by_shape.setdefault(tuple(frames[fi].shape), []).append(fi)
+        for group in by_shape.values():  # frames of one size: one grid_sample call
+            slot = {fi: n for n, fi in enumerate(group)}
+            stack = torch.stack([frames[fi] for fi in group]).permute(0, 3, 1, 2).float()
+            idx = [i for i, (fi, _) in enumerate(faces) if fi in slot]
+            got = align_batch(stack, [(slot[faces[i][0]], faces[i][1]) for i in idx])
+            out[torch.as_tensor(idx, device=self.device)] = got
+        return out.add_(0.5).floor_().clamp_(0, 255)  # the uint8 crop the CPU path scores
+
+    def run(self, frames: Sequence[torch.Tensor], faces: Sequence[tuple[int, FloatArray]]
+            ) -> tuple[list[ImageBGR], Scores]:
+        """Crops (host, HWC BGR uint8, for publishing) and their scores."""
+        if not faces:
+            empty = np.zeros((0,), np.float32)
+            return [], Scores(raw=empty, quality=empty)
+        crops = self.crops(frames, faces)
+        m = self.scorer.manifest
+        x = (crops.flip(1) / 255.0 - m.mean) / m.std  # BGR -> RGB, as to_model_input
+        raw = self.model.infer_tensor(x)[0].reshape(-1).cpu().numpy().astype(np.float32)
+        host = crops.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return list(host), Scores(raw=raw, quality=m.calibration(raw))

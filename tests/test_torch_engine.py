@@ -1,0 +1,135 @@
+"""The torch engine: our ONNX files as PyTorch graphs, with detection, alignment and scoring
+on the model's device. Checked against the onnxruntime path on the CPU here, and on CUDA
+(fp16) by the ``gpu`` tests where a GPU is present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+from stream_gate.align import align_face
+from stream_gate.config import DetectConfig, RuntimeConfig, ScoreConfig, load_settings
+from stream_gate.detect import centerface_onnx_bytes, make_detector
+from stream_gate.errors import ModelError
+from stream_gate.pipeline import Pipeline
+from stream_gate.quality_model import manifest_path
+from stream_gate.runtime.ort import OrtModel
+from stream_gate.score import make_scorer
+from stream_gate.track import iou_matrix
+from stream_gate.types import Detections
+
+from .conftest import shared_file
+from .test_detect import frames_of
+
+torch = pytest.importorskip("torch", reason="PyTorch is not installed (train/gpu extras)")
+
+from stream_gate.runtime.torch_engine import TorchModel  # noqa: E402
+
+CPU = RuntimeConfig(engine="torch", device="cpu")
+CUDA = RuntimeConfig(engine="torch", device="cuda", half=True)
+
+
+def assert_same_faces(a: Detections, b: Detections, landmark_px: float) -> None:
+    """Every confident face of ``a`` is in ``b`` (IoU >= 0.95), landmarks within ``landmark_px``."""
+    sure = a.scores > 0.5
+    assert sure.any()
+    iou = iou_matrix(a.boxes[sure], b.boxes)
+    assert (iou.max(axis=1) >= 0.95).all(), iou.max(axis=1)
+    j = iou.argmax(axis=1)
+    assert len(set(j.tolist())) == len(j)  # one to one
+    assert np.abs(a.landmarks[sure] - b.landmarks[j]).max() <= landmark_px
+
+
+def test_every_model_we_run_gives_onnxruntime_s_outputs(media: Callable[[str], Path]) -> None:
+    frame = frames_of(media("crowd_walking_1080p.mp4"), {0})[0]
+    small = cv2.resize(frame, (640, 352))
+    batch = np.ascontiguousarray(small[None, :, :, ::-1].transpose(0, 3, 1, 2), np.float32)
+    models = [(centerface_onnx_bytes(), batch),
+              (Path(str(manifest_path("cr-fiqa-s"))).with_suffix(".onnx").read_bytes(),
+               np.ascontiguousarray(batch[:, :, 100:212, 300:412]) / 127.5 - 1)]
+    yunet = shared_file("models", "yunet_s_dynamic.onnx")
+    models.append((yunet.read_bytes(), np.ascontiguousarray(batch[:, ::-1])))
+    for blob, x in models:
+        ref = OrtModel(blob, "ref").infer(x)
+        got = TorchModel(blob, "torch", CPU).infer(x)
+        assert len(ref) == len(got)
+        for r, g in zip(ref, got, strict=True):
+            assert r.shape == g.shape
+            assert np.abs(r - g).max() <= 1e-3 * max(1.0, float(np.abs(r).max()))
+
+
+def test_a_model_with_an_operator_we_do_not_implement_is_refused_by_name() -> None:
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Softmax", ["x"], ["y"])], "g", [x], [y])
+    blob = onnx.helper.make_model(graph).SerializeToString()
+    with pytest.raises(ModelError, match="Softmax"):
+        TorchModel(blob, "softmax", CPU)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
+def test_asking_for_cuda_without_a_gpu_says_so() -> None:
+    with pytest.raises(ModelError, match="no CUDA GPU"):
+        make_detector(DetectConfig(), CUDA)
+
+
+def check_detector(media: Callable[[str], Path], runtime: RuntimeConfig) -> None:
+    frames = frames_of(media("crowd_walking_1080p.mp4"), {0, 50})
+    cfg = DetectConfig(max_side=960, precision="fp32")
+    cpu, dev = make_detector(cfg), make_detector(cfg, runtime)
+    assert type(dev).__name__ == "DeviceCenterFaceDetector"
+    for a, b in zip(cpu.detect(frames), dev.detect(frames), strict=True):
+        assert_same_faces(a, b, landmark_px=1.0)
+
+
+def test_detection_on_the_device_finds_the_cpu_path_s_faces(media: Callable[[str], Path]
+                                                            ) -> None:
+    check_detector(media, CPU)
+
+
+def check_pipeline(media: Callable[[str], Path], runtime: RuntimeConfig) -> None:
+    """Same people, same best frames, quality within 1 point of the onnxruntime path."""
+    def run(engine: dict[str, object]) -> dict[int, tuple[int, float]]:
+        settings = load_settings(None, {
+            "streams": [{"id": "cam", "url": str(media("intel_face-demographics-walking.mp4")),
+                         "fps": 5.0}],
+            "runtime": engine, "detect": {"precision": "fp32"}})
+        report = Pipeline(settings, [], collect=True).run()
+        return {e.candidate.track_id: (e.candidate.frame_index, e.candidate.quality)
+                for e in report.emissions}
+
+    ref = run({"engine": "onnxruntime"})
+    got = run(runtime.model_dump(mode="json"))
+    assert ref and ref.keys() == got.keys()
+    for tid, (frame, quality) in ref.items():
+        assert got[tid][0] == frame
+        assert abs(got[tid][1] - quality) <= 1.0
+
+
+def test_pipeline_on_the_torch_engine_emits_what_onnxruntime_emits(
+        media: Callable[[str], Path]) -> None:
+    check_pipeline(media, CPU)
+
+
+def check_scorer(lfw_image: Callable[..., Path], runtime: RuntimeConfig) -> None:
+    photo = cv2.imread(str(lfw_image()))
+    face = make_detector(DetectConfig()).detect([photo])[0]
+    crop = align_face(photo, face.landmarks[0])[0]
+    q_cpu = make_scorer(ScoreConfig()).score([crop], [face.landmarks[0]]).quality
+    q_dev = make_scorer(ScoreConfig(), runtime).score([crop], [face.landmarks[0]]).quality
+    assert abs(float(q_cpu[0]) - float(q_dev[0])) <= 1.0
+
+
+@pytest.mark.gpu
+def test_torch_engine_on_cuda_matches_the_cpu_path(media: Callable[[str], Path],
+                                                   lfw_image: Callable[..., Path]) -> None:
+    """Done-when of the GPU path for the torch engine (fp16 on the GPU)."""
+    check_detector(media, CUDA)
+    check_scorer(lfw_image, CUDA)
+    check_pipeline(media, CUDA)
