@@ -79,6 +79,14 @@ def _parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check cameras, models, Redis and the config")
     doctor.add_argument("--config", type=Path, required=True, help="TOML config file")
 
+    engines = sub.add_parser("engines", help="TensorRT engines: build ahead, list, verify")
+    engines.add_argument("action", choices=("build", "list", "verify"))
+    engines.add_argument("--config", type=Path, help="TOML config file (its models, cache)")
+    engines.add_argument("--calibrate", type=Path, metavar="VIDEO",
+                         help="build: also the detector's int8 engine, calibrated on it")
+    engines.add_argument("--media", type=Path, metavar="VIDEO",
+                         help="verify: frames to compare on (default: the demo clip)")
+
     tail = sub.add_parser("tail", help="read published entries back from Redis")
     tail.add_argument("--config", type=Path, help="TOML config file (redis section)")
     tail.add_argument("--url", help="Redis URL (default: redis.url of the config)")
@@ -94,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_json)
     try:
         handler = {"run": cmd_run, "demo": cmd_demo, "score": cmd_score, "tail": cmd_tail,
-                   "bench": cmd_bench, "doctor": cmd_doctor}
+                   "bench": cmd_bench, "doctor": cmd_doctor, "engines": cmd_engines}
         return int(handler[args.command](args))
     except StartupError as exc:
         for line in str(exc).splitlines():
@@ -261,6 +269,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
             result = run_bench(settings, args.variants.split(","), args.duration, args.yunet)
         print(to_json(result) if args.json else format_table(result))
     return 0
+
+
+def cmd_engines(args: argparse.Namespace) -> int:
+    from stream_gate import engines_tool
+
+    settings = load_settings(args.config)
+    if args.action == "list":
+        print(engines_tool.format_list(engines_tool.list_engines(settings.runtime),
+                                       settings.runtime.engine_cache.expanduser()))
+        return 0
+    if args.action == "build":
+        for path in engines_tool.build(settings, args.calibrate):
+            print(f"ready: {path}")
+        return 0
+    verdict = engines_tool.verify(settings, args.media)
+    print(f"{verdict.faces} faces: min IoU {verdict.min_iou:.3f} (>= 0.95), landmarks "
+          f"{verdict.max_landmark_px:.2f} px (<= 1), quality {verdict.max_quality_diff:.2f} "
+          f"points (<= 1): {'ok' if verdict.ok else 'FAILED'}")
+    return 0 if verdict.ok else 1
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

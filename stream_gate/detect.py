@@ -195,10 +195,15 @@ class CenterFaceDetector(FaceDetector):
 
     def __init__(self, cfg: DetectConfig, runtime: RuntimeConfig | None = None,
                  int8: bool = False) -> None:
-        self.quantized = int8
-        blob = centerface_int8_bytes() if int8 else centerface_onnx_bytes()
-        super().__init__(cfg, load_model(blob, "centerface-int8" if int8 else "centerface",
-                                         runtime or RuntimeConfig(), threads=cfg.threads))
+        """``int8``: run quantised where the engine can: onnxruntime runs our QDQ copy,
+        TensorRT (with ``runtime.trt_int8``) its calibrated int8 engine; others run fp32."""
+        runtime = runtime or RuntimeConfig()
+        ort_int8 = int8 and runtime.engine == "onnxruntime"
+        trt_int8 = int8 and runtime.engine == "tensorrt" and runtime.trt_int8
+        self.quantized = ort_int8 or trt_int8
+        blob = centerface_int8_bytes() if ort_int8 else centerface_onnx_bytes()
+        super().__init__(cfg, load_model(blob, "centerface-int8" if ort_int8 else "centerface",
+                                         runtime, threads=cfg.threads, int8=trt_int8))
 
     def decode(
         self, heads: Sequence[FloatArray], i: int, input_hw: tuple[int, int]
@@ -236,9 +241,7 @@ def make_detector(cfg: DetectConfig, runtime: RuntimeConfig | None = None,
 
         return YuNetDetector(cfg, runtime)
     runtime = runtime or RuntimeConfig()
-    # Our int8 copy is a QDQ graph for onnxruntime's VNNI kernels; the GPU engines run
-    # the fp32 graph (TensorRT picks its own precisions from the recipe).
-    int8 = cfg.precision == "int8" and not precise and runtime.engine == "onnxruntime"
+    int8 = cfg.precision == "int8" and not precise
     if runtime.engine == "torch":
         from stream_gate.device_detect import DeviceCenterFaceDetector
 

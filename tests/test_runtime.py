@@ -6,6 +6,7 @@ TensorRT build/execution tests are marked ``gpu`` and skip where TensorRT is abs
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,8 +15,10 @@ import numpy as np
 import pytest
 
 from stream_gate.align import align_face
+from stream_gate.cli import main
 from stream_gate.config import DetectConfig, RuntimeConfig, ScoreConfig, load_settings
 from stream_gate.detect import make_detector
+from stream_gate.engines_tool import calibration_batches, read_frames
 from stream_gate.errors import ModelError
 from stream_gate.runtime.tensorrt import RECIPES, Recipe, cache_key
 from stream_gate.score import make_scorer
@@ -95,3 +98,54 @@ def test_tensorrt_matches_onnxruntime_on_real_frames(media: Callable[[str], Path
     q_gpu = make_scorer(ScoreConfig(), trt).score([crop], [face.landmarks[0]]).quality
     assert abs(float(q_cpu[0]) - float(q_gpu[0])) <= 1.0
     assert list(tmp_path.glob("*.engine")), "engines were not cached"
+
+
+def test_engines_list_shows_what_the_cache_holds(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "gpu.toml"
+    config.write_text(f'[runtime]\nengine_cache = "{tmp_path / "cache"}"\n')
+    assert main(["engines", "list", "--config", str(config)]) == 0
+    assert "no engines in" in capsys.readouterr().out
+    # What load_or_build leaves behind: the engine and its sidecar.
+    (tmp_path / "cache").mkdir()
+    engine = tmp_path / "cache" / "centerface-0123456789abcdef0123.engine"
+    engine.write_bytes(b"\0" * 3 * 2**20)
+    engine.with_suffix(".json").write_text(json.dumps(
+        {"model": "centerface", "gpu": "NVIDIA H100 80GB HBM3", "tensorrt": "10.3.0",
+         "int8": True}))
+    assert main(["engines", "list", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "1 engine(s)" in out and "centerface" in out and "NVIDIA H100" in out
+    assert "int8" in out and "3.0 MB" in out
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="TensorRT is installed here")
+@pytest.mark.parametrize("action", ["build", "verify"])
+def test_engines_build_and_verify_without_tensorrt_name_the_package(
+        action: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["engines", action]) == 2
+    assert "'tensorrt'" in capsys.readouterr().err
+
+
+def test_int8_calibration_sees_the_detector_s_own_inputs(media: Callable[[str], Path]) -> None:
+    frames = read_frames(media("crowd_walking_1080p.mp4"), 9)
+    assert len(frames) == 9
+    cfg = DetectConfig()
+    batches = calibration_batches(cfg, frames)
+    assert len(batches) == 2  # whole batches of 4 only
+    expected = make_detector(cfg.model_copy(update={"precision": "fp32"})).prepare(frames[:4])[0]
+    assert np.array_equal(batches[0], expected)
+    lo, _, hi = Recipe.for_model("centerface").shapes()
+    assert all(a <= s <= b for a, s, b in zip(lo, batches[0].shape, hi, strict=True))
+
+
+@pytest.mark.gpu
+def test_engines_build_then_verify_on_the_gpu(media: Callable[[str], Path], tmp_path: Path
+                                             ) -> None:
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed")
+    config = tmp_path / "gpu.toml"
+    config.write_text(f'[runtime]\nengine = "tensorrt"\nengine_cache = "{tmp_path}"\n')
+    video = str(media("crowd_walking_1080p.mp4"))
+    assert main(["engines", "build", "--config", str(config), "--calibrate", video]) == 0
+    assert list(tmp_path.glob("*.calib")), "no int8 calibration cache written"
+    assert main(["engines", "verify", "--config", str(config), "--media", video]) == 0

@@ -48,13 +48,15 @@ def require(engine: str) -> None:
                 f"{module.split('.')[0]!r} (pip install 'stream-gate[gpu]'): {exc}") from None
 
 
-def load_model(onnx: bytes, name: str, cfg: RuntimeConfig, threads: int = 0) -> Model:
-    """The ONNX model ``onnx`` on the engine ``cfg.engine`` names."""
+def load_model(onnx: bytes, name: str, cfg: RuntimeConfig, threads: int = 0,
+               int8: bool = False) -> Model:
+    """The ONNX model ``onnx`` on the engine ``cfg.engine`` names (``int8``: TensorRT's
+    calibrated int8 engine, built ahead by ``stream-gate engines build --calibrate``)."""
     require(cfg.engine)
     if cfg.engine == "tensorrt":
         from stream_gate.runtime.tensorrt import TrtModel
 
-        return TrtModel(onnx, name, cfg)
+        return TrtModel(onnx, name, cfg, int8=int8)
     if cfg.engine == "torch":
         from stream_gate.runtime.torch_engine import TorchModel
 

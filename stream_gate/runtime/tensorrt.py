@@ -71,8 +71,56 @@ def cache_key(onnx: bytes, recipe: Recipe, gpu: str, capability: tuple[int, int]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def build_engine(onnx: bytes, recipe: Recipe) -> bytes:
-    """Parse the ONNX graph and build a serialized engine for ``recipe``."""
+class Calibration:
+    """Int8 calibration for a build: input batches and where TensorRT's cache is kept.
+
+    ``batches`` are float32 NCHW arrays preprocessed exactly as at run time (for the
+    detector: letterboxed frames from the user's own video). The cache TensorRT writes
+    (per-tensor scales) is reused by later builds of the same ONNX file on any GPU, so
+    calibration runs once.
+    """
+
+    def __init__(self, batches: list[npt.NDArray[np.float32]], cache: Path) -> None:
+        self.batches = batches
+        self.cache = cache
+
+    def calibrator(self) -> Any:
+        """A ``trt.IInt8EntropyCalibrator2`` feeding ``batches`` through pycuda buffers."""
+        import pycuda.driver as cuda
+        import tensorrt as trt
+
+        outer = self
+
+        class _Calibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc]
+            def __init__(self) -> None:
+                trt.IInt8EntropyCalibrator2.__init__(self)
+                self.index = 0
+                size = max((b.nbytes for b in outer.batches), default=1)
+                self.device = cuda.mem_alloc(size)
+
+            def get_batch_size(self) -> int:
+                return int(outer.batches[0].shape[0]) if outer.batches else 1
+
+            def get_batch(self, names: list[str]) -> list[int] | None:
+                if self.index >= len(outer.batches):
+                    return None
+                cuda.memcpy_htod(self.device, np.ascontiguousarray(outer.batches[self.index]))
+                self.index += 1
+                return [int(self.device)]
+
+            def read_calibration_cache(self) -> bytes | None:
+                return outer.cache.read_bytes() if outer.cache.is_file() else None
+
+            def write_calibration_cache(self, cache: Any) -> None:
+                outer.cache.parent.mkdir(parents=True, exist_ok=True)
+                outer.cache.write_bytes(bytes(cache))
+
+        return _Calibrator()
+
+
+def build_engine(onnx: bytes, recipe: Recipe, calibration: Calibration | None = None) -> bytes:
+    """Parse the ONNX graph and build a serialized engine for ``recipe`` (int8 when
+    ``calibration`` is given: TensorRT calibrates on its batches or reads its cache)."""
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -89,6 +137,12 @@ def build_engine(onnx: bytes, recipe: Recipe) -> bytes:
     profile = builder.create_optimization_profile()
     profile.set_shape(network.get_input(0).name, *recipe.shapes())
     config.add_optimization_profile(profile)
+    if calibration is not None:
+        if not builder.platform_has_fast_int8:
+            raise ModelError(f"{recipe.model}: this GPU has no fast int8; build without int8")
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = calibration.calibrator()
+        config.set_calibration_profile(profile)
     blob = builder.build_serialized_network(network, config)
     if blob is None:
         raise ModelError(f"TensorRT failed to build an engine for {recipe.model}")
@@ -102,25 +156,43 @@ def _gpu() -> tuple[str, tuple[int, int]]:
     return str(dev.name()), tuple(dev.compute_capability())
 
 
-def load_or_build(onnx: bytes, name: str, cfg: RuntimeConfig) -> tuple[bytes, Path]:
+def engine_path(onnx: bytes, name: str, cfg: RuntimeConfig, int8: bool = False) -> Path:
+    """Where the engine for this model, recipe, GPU and TensorRT version is cached."""
+    import tensorrt as trt
+
+    recipe = Recipe.for_model(name)
+    gpu, cc = _gpu()
+    key = cache_key(onnx + (b"int8" if int8 else b""), recipe, gpu, cc, trt.__version__)
+    return cfg.engine_cache.expanduser() / f"{recipe.model}-{key}.engine"
+
+
+def calibration_cache(onnx: bytes, name: str, cfg: RuntimeConfig) -> Path:
+    """Int8 calibration cache of an ONNX file (independent of GPU and TensorRT version)."""
+    digest = hashlib.sha256(onnx).hexdigest()[:16]
+    return cfg.engine_cache.expanduser() / f"{Recipe.for_model(name).model}-{digest}.calib"
+
+
+def load_or_build(onnx: bytes, name: str, cfg: RuntimeConfig,
+                  calibration: Calibration | None = None) -> tuple[bytes, Path]:
     """The cached engine for this model on this GPU, built first when missing or stale."""
     import tensorrt as trt
 
     recipe = Recipe.for_model(name)
     gpu, cc = _gpu()
-    key = cache_key(onnx, recipe, gpu, cc, trt.__version__)
-    folder = cfg.engine_cache.expanduser()
-    path = folder / f"{recipe.model}-{key}.engine"
+    path = engine_path(onnx, name, cfg, int8=calibration is not None)
+    folder = path.parent
     if path.is_file():
         return path.read_bytes(), path
-    log.info("engine_build", model=name, gpu=gpu, capability=cc, path=str(path))
-    blob = build_engine(onnx, recipe)
+    log.info("engine_build", model=name, gpu=gpu, capability=cc, path=str(path),
+             int8=calibration is not None)
+    blob = build_engine(onnx, recipe, calibration)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(blob)
     tmp.replace(path)  # never a half-written engine under the final name
     meta = {"model": name, "gpu": gpu, "capability": list(cc), "tensorrt": trt.__version__,
-            "onnx_sha256": hashlib.sha256(onnx).hexdigest(), "recipe": asdict(recipe)}
+            "onnx_sha256": hashlib.sha256(onnx).hexdigest(), "recipe": asdict(recipe),
+            "int8": calibration is not None}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
     return blob, path
 
@@ -128,7 +200,7 @@ def load_or_build(onnx: bytes, name: str, cfg: RuntimeConfig) -> tuple[bytes, Pa
 class TrtModel:
     """A TensorRT engine behind the runtime ``Model`` interface (float32 numpy in/out)."""
 
-    def __init__(self, onnx: bytes, name: str, cfg: RuntimeConfig) -> None:
+    def __init__(self, onnx: bytes, name: str, cfg: RuntimeConfig, int8: bool = False) -> None:
         import pycuda.autoinit  # noqa: F401  (creates the CUDA context)
         import pycuda.driver as cuda
         import tensorrt as trt
@@ -137,7 +209,15 @@ class TrtModel:
         self._cuda = cuda
         self._trt = trt
         self.recipe = Recipe.for_model(name)
-        blob, self.path = load_or_build(onnx, name, cfg)
+        if int8:  # calibrated engines are built ahead, on the user's own video
+            self.path = engine_path(onnx, name, cfg, int8=True)
+            if not self.path.is_file():
+                raise ModelError(f"runtime.trt_int8: no int8 engine for {name} on this GPU in "
+                                 f"{self.path.parent}; build it with `stream-gate engines "
+                                 "build --config FILE --calibrate VIDEO`")
+            blob = self.path.read_bytes()
+        else:
+            blob, self.path = load_or_build(onnx, name, cfg)
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self._runtime.deserialize_cuda_engine(blob)
         if self.engine is None:
