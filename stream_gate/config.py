@@ -40,6 +40,7 @@ class DecodeConfig(_Section):
     reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
     threads: Annotated[int, Field(ge=0, le=64)] = 0
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    hwaccel: Literal["none", "cuda"] = "none"
     loop_speed: Annotated[float, Field(ge=0, le=100)] = 1.0
     skip_nonref: bool = True
     stall_s: Annotated[float, Field(gt=0)] = 10.0

@@ -77,16 +77,45 @@ class Source:
             ) from None
 
 
+class _HwState:
+    """Whether hardware decoding failed in this process (then it is not tried again)."""
+
+    failed: str | None = None
+    lock = threading.Lock()
+
+
 def open_source(source: Source, cfg: DecodeConfig) -> Any:
     """Open a source with PyAV: RTSP transport and the open/read timeouts applied.
 
     The one place a source is opened (the readers, ``doctor`` and ``bench`` share it).
+    With ``decode.hwaccel = "cuda"`` the video is decoded on the GPU (NVDEC) where the
+    FFmpeg build and the machine offer it; FFmpeg falls back to software for streams
+    NVDEC cannot decode, and if no CUDA device can be opened at all, decoding falls back
+    to the CPU for the rest of the process (logged once).
     """
     options: dict[str, str] = {}
     if source.target.startswith(("rtsp://", "rtsps://")):
         options["rtsp_transport"] = cfg.rtsp_transport
-    return av.open(source.target, options=options,
-                   timeout=(cfg.open_timeout_s, cfg.read_timeout_s))
+    timeout = (cfg.open_timeout_s, cfg.read_timeout_s)
+    if cfg.hwaccel != "none" and _HwState.failed is None:
+        from av.codec.hwaccel import HWAccel, hwdevices_available
+
+        try:
+            if cfg.hwaccel not in hwdevices_available():
+                raise av.error.FFmpegError(0, f"this FFmpeg build has no {cfg.hwaccel} "
+                                              f"decoding ({', '.join(hwdevices_available())})")
+            return av.open(source.target, options=options, timeout=timeout,
+                           hwaccel=HWAccel(cfg.hwaccel, allow_software_fallback=True))
+        except av.error.FFmpegError as exc:
+            # The device or the source? Open without it: if that works, it was the device.
+            container = av.open(source.target, options=options, timeout=timeout)
+            with _HwState.lock:
+                if _HwState.failed is None:
+                    _HwState.failed = str(exc)
+                    log.warning("hwaccel_unavailable", hwaccel=cfg.hwaccel, error=str(exc),
+                                fallback="cpu decoding")
+            return container
+    return av.open(source.target, options=options, timeout=timeout)
 
 
 class UnusableSource(Exception):

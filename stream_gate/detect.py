@@ -24,7 +24,7 @@ import onnx
 
 from stream_gate.config import DetectConfig, RuntimeConfig
 from stream_gate.errors import ModelError
-from stream_gate.runtime import Model, load_model
+from stream_gate.runtime import Model, device_of, load_model
 from stream_gate.types import Detections, FloatArray, ImageBGR
 
 STRIDE = 4
@@ -241,9 +241,9 @@ def make_detector(cfg: DetectConfig, runtime: RuntimeConfig | None = None,
 
         return YuNetDetector(cfg, runtime)
     runtime = runtime or RuntimeConfig()
-    int8 = cfg.precision == "int8" and not precise
-    if runtime.engine == "torch":
+    detector = CenterFaceDetector(cfg, runtime, int8=cfg.precision == "int8" and not precise)
+    if device_of(detector.model) is not None:  # GPU engines: pre/post-processing there too
         from stream_gate.device_detect import DeviceCenterFaceDetector
 
-        return DeviceCenterFaceDetector(cfg, runtime)
-    return CenterFaceDetector(cfg, runtime, int8=int8)
+        return DeviceCenterFaceDetector(detector)
+    return detector

@@ -1,4 +1,5 @@
-"""CenterFace with pre- and post-processing on the model's device (``runtime.engine = "torch"``).
+"""CenterFace with pre- and post-processing on the model's device (torch engine, or TensorRT
+with PyTorch on the GPU).
 
 The CPU path resizes, converts and decodes with OpenCV/numpy around the network. On a
 GPU that would move every frame and every output head across the bus. Here a batch of
@@ -19,11 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stream_gate.config import DetectConfig, RuntimeConfig
-from stream_gate.detect import STRIDE, CenterFaceDetector, input_size
+from stream_gate.detect import STRIDE, CenterFaceDetector, FaceDetector, input_size
 from stream_gate.device_stages import upload_frames
 from stream_gate.errors import ModelError
-from stream_gate.runtime.torch_engine import TorchModel
+from stream_gate.runtime import device_of
 from stream_gate.types import Detections, ImageBGR
 
 
@@ -49,14 +49,16 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class DeviceCenterFaceDetector(CenterFaceDetector):
-    """CenterFace on PyTorch with letterbox, normalisation and decoding on its device."""
+    """CenterFace with letterbox, normalisation and decoding on its model's device."""
 
-    def __init__(self, cfg: DetectConfig, runtime: RuntimeConfig) -> None:
-        super().__init__(cfg, runtime)
-        if not isinstance(self.model, TorchModel):
-            raise ModelError("DeviceCenterFaceDetector needs runtime.engine = \"torch\"")
-        self.torch_model: TorchModel = self.model
-        self.device = self.torch_model.device
+    def __init__(self, base: CenterFaceDetector) -> None:
+        """Wrap a loaded CenterFace whose model takes device tensors (see device_of)."""
+        FaceDetector.__init__(self, base.cfg, base.model)
+        self.quantized = base.quantized
+        self.device = device_of(base.model)
+        if self.device is None:
+            raise ModelError(f"{base.model.name}: the model does not run on a torch device")
+        self.dtype: torch.dtype = base.model.dtype  # type: ignore[attr-defined]
 
     def letterbox(self, frames: Sequence[torch.Tensor]
                   ) -> tuple[torch.Tensor, list[tuple[float, float]]]:
@@ -65,7 +67,7 @@ class DeviceCenterFaceDetector(CenterFaceDetector):
                  for f in frames]
         bh, bw = max(s[0] for s in sizes), max(s[1] for s in sizes)
         batch = torch.zeros((len(frames), 3, bh, bw), device=self.device,
-                            dtype=self.torch_model.dtype)
+                            dtype=self.dtype)
         scales: list[tuple[float, float]] = []
         for i, (f, (_, _, s)) in enumerate(zip(frames, sizes, strict=True)):
             h, w = f.shape[:2]
@@ -87,7 +89,7 @@ class DeviceCenterFaceDetector(CenterFaceDetector):
         if not frames:
             return []
         batch, scales = self.letterbox(frames)
-        heat, scale, offset, lms = self.torch_model.infer_tensor(batch)
+        heat, scale, offset, lms = self.model.infer_tensor(batch)  # type: ignore[attr-defined]
         return [self._decode_on_device(heat[i], scale[i], offset[i], lms[i], scales[i],
                                        f.shape[0], f.shape[1]) for i, f in enumerate(frames)]
 

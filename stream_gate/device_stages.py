@@ -1,4 +1,5 @@
-"""Alignment and quality scoring on the model's device (``runtime.engine = "torch"``).
+"""Alignment and quality scoring on the model's device (torch engine, or TensorRT with
+PyTorch on the GPU).
 
 On the CPU path each face is warped with OpenCV and the crops are stacked for the quality
 model. Here the batch's frames, uploaded once (see :func:`upload_frames`, shared with the
@@ -10,6 +11,7 @@ the scores come back.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +19,7 @@ import torch
 from stream_gate.batch_align import align_batch
 from stream_gate.errors import ModelError
 from stream_gate.quality_model import CrFiqaScorer
-from stream_gate.runtime.torch_engine import TorchModel
+from stream_gate.runtime import device_of
 from stream_gate.types import FloatArray, ImageBGR, Scores
 
 
@@ -40,11 +42,11 @@ class DeviceAlignScore:
     """Batched alignment + CR-FIQA scoring of faces on frames already on the device."""
 
     def __init__(self, scorer: CrFiqaScorer) -> None:
-        if not isinstance(scorer.model, TorchModel):
-            raise ModelError('device stages need runtime.engine = "torch"')
+        self.device = device_of(scorer.model)
+        if self.device is None:
+            raise ModelError(f"{scorer.name}: the quality model does not run on a torch device")
         self.scorer = scorer
-        self.model: TorchModel = scorer.model
-        self.device = self.model.device
+        self.model: Any = scorer.model
 
     def crops(self, frames: Sequence[torch.Tensor], faces: Sequence[tuple[int, FloatArray]]
               ) -> torch.Tensor:

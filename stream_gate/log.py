@@ -21,6 +21,17 @@ def redact_url(text: str) -> str:
     return _CREDENTIALS.sub(r"\g<scheme>***@", text)
 
 
+class _Stderr:
+    """``sys.stderr`` as it is at each write, not at set-up (embedding programs and test
+    runners swap it; a stream captured at set-up may be closed by then)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def setup_logging(level: str = "info", json: bool | None = None) -> None:
     """Configure structlog once for the process; ``json=None`` picks by terminal."""
     if json is None:
@@ -38,7 +49,7 @@ def setup_logging(level: str = "info", json: bool | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 

@@ -29,6 +29,7 @@ from stream_gate.metrics import Metrics
 from stream_gate.publish import DirectorySink, Sink
 from stream_gate.quality_model import CrFiqaScorer
 from stream_gate.refine import CONTEXT, Refiner, merge
+from stream_gate.runtime import device_of
 from stream_gate.score import QualityScorer, gate_reason, make_scorer
 from stream_gate.select import Selector
 from stream_gate.track import Tracker
@@ -131,11 +132,11 @@ class Pipeline:
                 if self.detector.quantized else self.detector
             self.refiner = Refiner(precise, settings.detect.refine_px)
         self.scorer: QualityScorer = make_scorer(settings.score, settings.runtime)
-        # runtime.engine = "torch": frames go to the device once per batch; detection,
-        # alignment and scoring run there (device_stages.py). Imported only then: the
-        # CPU install does not need PyTorch.
+        # Models on a torch device (torch engine; TensorRT with PyTorch on the GPU): frames
+        # go to the device once per batch; detection, alignment and scoring run there
+        # (device_stages.py). Imported only then: the CPU install does not need PyTorch.
         self.device_stages: Any = None
-        if settings.runtime.engine == "torch" and isinstance(self.scorer, CrFiqaScorer):
+        if isinstance(self.scorer, CrFiqaScorer) and device_of(self.scorer.model) is not None:
             from stream_gate.device_stages import DeviceAlignScore
 
             self.device_stages = DeviceAlignScore(self.scorer)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from stream_gate import decode
 from stream_gate.config import DecodeConfig
 from stream_gate.decode import Source, StreamReader
 from stream_gate.errors import SourceError
@@ -165,3 +166,31 @@ def test_absurd_inputs_are_refused_per_stream(media: Callable[[str], Path],
     reader.join(10)
     assert reader.state == "failed"
     assert reader.error == "stream 'mic': the source has no video stream"
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU may decode here")
+def test_hwaccel_without_a_gpu_decodes_on_the_cpu_and_says_so_once(
+        media: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(decode._HwState, "failed", None)
+    cfg = DecodeConfig(hwaccel="cuda", skip_nonref=False)
+    runs = []
+    for name in ("a", "b"):
+        reader = StreamReader(Source.parse(name, str(media("crowd_walking_1080p.mp4")), fps=5),
+                              cfg, threading.Event())
+        reader.start()
+        runs.append(drain(reader))
+        reader.join(5)
+        assert reader.state == "ended" and reader.error is None
+    plain = StreamReader(Source.parse("c", str(media("crowd_walking_1080p.mp4")), fps=5),
+                         DecodeConfig(skip_nonref=False), threading.Event())
+    plain.start()
+    ref = drain(plain)
+    assert [f.index for f in runs[0]] == [f.index for f in ref] == list(range(0, 105, 5))
+    assert all((a.image == b.image).all() for a, b in zip(runs[1], ref, strict=True))
+    assert decode._HwState.failed  # remembered: later opens go straight to the CPU
+    logged = capsys.readouterr()
+    assert (logged.out + logged.err).count("hwaccel_unavailable") == 1
+    # A bad file is still the file's fault, not the GPU's.
+    with pytest.raises(SourceError, match="video file not found"):
+        Source.parse("d", str(tmp_path / "none.mp4"), 5).check()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +30,15 @@ class Model(Protocol):
     output_names: list[str]  # in the order ``infer`` returns them
 
     def infer(self, batch: npt.NDArray[np.float32]) -> Sequence[npt.NDArray[np.float32]]: ...
+
+
+def device_of(model: object) -> Any:
+    """The torch device a model takes tensors on, or None for a host-only model.
+
+    Models of the torch engine, and TensorRT engines when PyTorch sees the GPU, take and
+    return device tensors (``infer_tensor``), so the stages around them run on the device.
+    """
+    return getattr(model, "device", None) if hasattr(model, "infer_tensor") else None
 
 
 NEEDS: dict[str, tuple[str, ...]] = {"onnxruntime": ("onnxruntime",),

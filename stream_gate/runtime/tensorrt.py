@@ -201,9 +201,15 @@ class TrtModel:
     """A TensorRT engine behind the runtime ``Model`` interface (float32 numpy in/out)."""
 
     def __init__(self, onnx: bytes, name: str, cfg: RuntimeConfig, int8: bool = False) -> None:
-        import pycuda.autoinit  # noqa: F401  (creates the CUDA context)
         import pycuda.driver as cuda
         import tensorrt as trt
+
+        # The device's primary context, the one PyTorch uses too, so device pointers and
+        # streams can be shared with the torch-side stages (pycuda.autoinit would make a
+        # second, private context).
+        cuda.init()
+        self._ctx = cuda.Device(0).retain_primary_context()
+        self._ctx.push()
 
         self.name = name
         self._cuda = cuda
@@ -229,6 +235,17 @@ class TrtModel:
         self.output_names = [n for n, i in zip(names, is_input, strict=True) if not i]
         self.stream = cuda.Stream()
         self._buffers: dict[str, tuple[Any, Any, int]] = {}  # name -> host, device, nbytes
+        # With PyTorch on CUDA, the on-device stages (device_detect.py, device_stages.py)
+        # hand their tensors straight to the engine (infer_tensor).
+        self.device: Any = None
+        self.dtype: Any = None
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                self.device, self.dtype = torch.device("cuda"), torch.float32
+        except ImportError:
+            pass
 
     def _buffer(self, name: str, shape: tuple[int, ...]) -> tuple[Any, Any]:
         """Page-locked host + device buffers for a tensor, grown when a batch needs more."""
@@ -267,3 +284,28 @@ class TrtModel:
             cuda.memcpy_dtoh_async(host, dev, self.stream)
         self.stream.synchronize()
         return [np.array(h, dtype=np.float32) for h, _ in outs]
+
+    def infer_tensor(self, batch: Any) -> list[Any]:
+        """A CUDA torch batch in, float32 CUDA tensors out: no host round trip. Runs on
+        PyTorch's current stream, so it orders with the torch stages around it."""
+        import torch
+
+        max_batch = self.recipe.batch[2]
+        if len(batch) > max_batch:
+            parts = [self.infer_tensor(batch[i:i + max_batch])
+                     for i in range(0, len(batch), max_batch)]
+            return [torch.cat(p) for p in zip(*parts, strict=True)]
+        x = batch.to("cuda", torch.float32).contiguous()
+        if not self.context.set_input_shape(self.input_name, tuple(x.shape)):
+            raise ModelError(f"{self.name}: input {tuple(x.shape)} is outside the engine's "
+                             f"profile {self.recipe.shapes()} (engines/{self.recipe.model}.toml)")
+        self.context.set_tensor_address(self.input_name, x.data_ptr())
+        outs = []
+        for name in self.output_names:
+            out = torch.empty(tuple(self.context.get_tensor_shape(name)), device="cuda",
+                              dtype=torch.float32)
+            self.context.set_tensor_address(name, out.data_ptr())
+            outs.append(out)
+        if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
+            raise ModelError(f"{self.name}: TensorRT execution failed")
+        return outs
