@@ -168,7 +168,11 @@ class FrameQueue:
 
 
 class _Clock:
-    """Media time that never goes back, across file loops and camera reconnects."""
+    """Media time that never goes back, across file loops and camera reconnects.
+
+    Frames without a timestamp, or repeating the last one (broken muxers and cameras
+    stamp every frame 0), are placed one frame period after the previous frame.
+    """
 
     def __init__(self) -> None:
         self._base = 0.0
@@ -181,6 +185,9 @@ class _Clock:
             self._period = period
         if raw is None:
             t = self._last + self._period if self._last >= 0 else 0.0
+        elif raw == self._last_raw:  # a stuck timestamp: one period on, and rebase
+            t = self._last + self._period
+            self._base = t - raw
         else:
             if self._last_raw is None:
                 self._base = -raw if self._last < 0 else self._last + self._period - raw
@@ -297,7 +304,8 @@ class StreamReader(threading.Thread):
             stream.thread_type = "AUTO"
             if self.cfg.threads:
                 stream.codec_context.thread_count = self.cfg.threads
-            rate = stream.average_rate or stream.guessed_rate
+            rate = stream.guessed_rate or stream.average_rate  # FFmpeg's best guess; the average
+            # is garbage where timestamps are (all frames stamped 0: 1125 fps for 25)
             period = 1.0 / float(rate) if rate else 0.0
             if self.cfg.skip_nonref and rate and self.source.fps <= float(rate) / 2:
                 # Sampling keeps at most every 2nd frame: let FFmpeg skip decoding the

@@ -194,3 +194,34 @@ def test_hwaccel_without_a_gpu_decodes_on_the_cpu_and_says_so_once(
     # A bad file is still the file's fault, not the GPU's.
     with pytest.raises(SourceError, match="video file not found"):
         Source.parse("d", str(tmp_path / "none.mp4"), 5).check()
+
+
+def test_a_file_whose_frames_all_say_time_zero_is_still_sampled_at_its_rate(
+        media: Callable[[str], Path], tmp_path: Path) -> None:
+    """Some muxers and cameras stamp every frame 0; sampling by media time must not stall."""
+    import av
+
+    broken = tmp_path / "zero_pts.mp4"
+    with av.open(str(media("intel_classroom.mp4"))) as src, av.open(str(broken), "w") as out:
+        enc = out.add_stream("libx264", rate=25)
+        enc.width, enc.height, enc.pix_fmt = 320, 180, "yuv420p"
+        for i, f in enumerate(src.decode(video=0)):
+            g = f.reformat(width=320, height=180, format="yuv420p")
+            g.pts = i  # in the default time base, which the muxer rounds to 0 every time
+            for p in enc.encode(g):
+                out.mux(p)
+            if i == 49:
+                break
+        for p in enc.encode():
+            out.mux(p)
+    with av.open(str(broken)) as c:
+        times = [f.time for f in c.decode(video=0)]
+    assert len(times) >= 40 and set(times) == {0.0}  # the input really is broken
+    reader = StreamReader(Source.parse("z", str(broken), fps=5), DecodeConfig(skip_nonref=False),
+                          threading.Event())
+    reader.start()
+    frames = drain(reader)
+    reader.join(5)
+    assert reader.decoded == len(times)
+    assert len(frames) == -(-len(times) // 5)  # placed at 25 fps, sampled at 5 fps
+    assert all(b.t > a.t for a, b in pairwise(frames))

@@ -10,11 +10,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
-from stream_gate.align import align_face
 from stream_gate.cli import main
 from stream_gate.config import DetectConfig, RuntimeConfig, ScoreConfig, load_settings
 from stream_gate.detect import make_detector
@@ -22,8 +20,8 @@ from stream_gate.engines_tool import calibration_batches, read_frames
 from stream_gate.errors import ModelError
 from stream_gate.runtime.tensorrt import RECIPES, Recipe, cache_key
 from stream_gate.score import make_scorer
-from stream_gate.track import iou_matrix
 
+from .parity import assert_same_faces, assert_same_quality
 from .test_detect import frames_of
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -86,17 +84,8 @@ def test_tensorrt_matches_onnxruntime_on_real_frames(media: Callable[[str], Path
         cfg = DetectConfig(max_side=960, precision=precision)
         cpu, gpu = make_detector(cfg), make_detector(cfg, trt)
         for a, b in zip(cpu.detect(frames), gpu.detect(frames), strict=True):
-            sure = a.scores > 0.5
-            iou = iou_matrix(a.boxes[sure], b.boxes)
-            assert (iou.max(axis=1) >= 0.95).all()
-            j = iou.argmax(axis=1)
-            assert np.abs(a.landmarks[sure] - b.landmarks[j]).max() <= 1.0
-    photo = cv2.imread(str(lfw_image()))
-    face = make_detector(DetectConfig()).detect([photo])[0]
-    crop = align_face(photo, face.landmarks[0])[0]
-    q_cpu = make_scorer(ScoreConfig()).score([crop], [face.landmarks[0]]).quality
-    q_gpu = make_scorer(ScoreConfig(), trt).score([crop], [face.landmarks[0]]).quality
-    assert abs(float(q_cpu[0]) - float(q_gpu[0])) <= 1.0
+            assert_same_faces(a, b)
+    assert_same_quality(lfw_image, trt)
     assert list(tmp_path.glob("*.engine")), "engines were not cached"
 
 

@@ -13,18 +13,15 @@ import numpy as np
 import onnx
 import pytest
 
-from stream_gate.align import align_face
-from stream_gate.config import DetectConfig, RuntimeConfig, ScoreConfig, load_settings
+from stream_gate.config import DetectConfig, RuntimeConfig, load_settings
 from stream_gate.detect import centerface_onnx_bytes, make_detector
 from stream_gate.errors import ModelError
 from stream_gate.pipeline import Pipeline
 from stream_gate.quality_model import manifest_path
 from stream_gate.runtime.ort import OrtModel
-from stream_gate.score import make_scorer
-from stream_gate.track import iou_matrix
-from stream_gate.types import Detections
 
 from .conftest import shared_file
+from .parity import assert_same_faces, assert_same_quality
 from .test_detect import frames_of
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (train/gpu extras)")
@@ -33,17 +30,6 @@ from stream_gate.runtime.torch_engine import TorchModel  # noqa: E402
 
 CPU = RuntimeConfig(engine="torch", device="cpu")
 CUDA = RuntimeConfig(engine="torch", device="cuda", half=True)
-
-
-def assert_same_faces(a: Detections, b: Detections, landmark_px: float) -> None:
-    """Every confident face of ``a`` is in ``b`` (IoU >= 0.95), landmarks within ``landmark_px``."""
-    sure = a.scores > 0.5
-    assert sure.any()
-    iou = iou_matrix(a.boxes[sure], b.boxes)
-    assert (iou.max(axis=1) >= 0.95).all(), iou.max(axis=1)
-    j = iou.argmax(axis=1)
-    assert len(set(j.tolist())) == len(j)  # one to one
-    assert np.abs(a.landmarks[sure] - b.landmarks[j]).max() <= landmark_px
 
 
 def test_every_model_we_run_gives_onnxruntime_s_outputs(media: Callable[[str], Path]) -> None:
@@ -85,7 +71,7 @@ def check_detector(media: Callable[[str], Path], runtime: RuntimeConfig) -> None
     cpu, dev = make_detector(cfg), make_detector(cfg, runtime)
     assert type(dev).__name__ == "DeviceCenterFaceDetector"
     for a, b in zip(cpu.detect(frames), dev.detect(frames), strict=True):
-        assert_same_faces(a, b, landmark_px=1.0)
+        assert_same_faces(a, b)
 
 
 def test_detection_on_the_device_finds_the_cpu_path_s_faces(media: Callable[[str], Path]
@@ -117,19 +103,10 @@ def test_pipeline_on_the_torch_engine_emits_what_onnxruntime_emits(
     check_pipeline(media, CPU)
 
 
-def check_scorer(lfw_image: Callable[..., Path], runtime: RuntimeConfig) -> None:
-    photo = cv2.imread(str(lfw_image()))
-    face = make_detector(DetectConfig()).detect([photo])[0]
-    crop = align_face(photo, face.landmarks[0])[0]
-    q_cpu = make_scorer(ScoreConfig()).score([crop], [face.landmarks[0]]).quality
-    q_dev = make_scorer(ScoreConfig(), runtime).score([crop], [face.landmarks[0]]).quality
-    assert abs(float(q_cpu[0]) - float(q_dev[0])) <= 1.0
-
-
 @pytest.mark.gpu
 def test_torch_engine_on_cuda_matches_the_cpu_path(media: Callable[[str], Path],
                                                    lfw_image: Callable[..., Path]) -> None:
     """Done-when of the GPU path for the torch engine (fp16 on the GPU)."""
     check_detector(media, CUDA)
-    check_scorer(lfw_image, CUDA)
+    assert_same_quality(lfw_image, CUDA)
     check_pipeline(media, CUDA)
