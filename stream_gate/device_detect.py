@@ -18,10 +18,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from stream_gate.detect import STRIDE, CenterFaceDetector, FaceDetector, input_size
-from stream_gate.device_stages import upload_frames
+from stream_gate.device_stages import resize_like_opencv, upload_frames
 from stream_gate.errors import ModelError
 from stream_gate.runtime import device_of
 from stream_gate.types import Detections, ImageBGR
@@ -72,12 +71,10 @@ class DeviceCenterFaceDetector(CenterFaceDetector):
         for i, (f, (_, _, s)) in enumerate(zip(frames, sizes, strict=True)):
             h, w = f.shape[:2]
             nh, nw = max(1, round(h * s)), max(1, round(w * s))
-            x = f.permute(2, 0, 1).flip(0)[None].float()  # BGR HWC -> RGB CHW
-            if (nh, nw) != (h, w):
-                # rounded half up like OpenCV's uint8 resize on the CPU path, so both paths see
-                # the same pixels (a borderline face otherwise tips NMS the other way)
-                x = F.interpolate(x, size=(nh, nw), mode="area").add_(0.5).floor_()
-            batch[i, :, :nh, :nw] = x[0].to(batch.dtype)
+            # Resized exactly as OpenCV does on the CPU path, so both paths see the same
+            # pixels (a borderline face otherwise tips NMS the other way).
+            x = resize_like_opencv(f.permute(2, 0, 1).flip(0).float(), nh, nw)  # -> RGB
+            batch[i, :, :nh, :nw] = x.to(batch.dtype)
             scales.append((nw / w, nh / h))
         return batch, scales
 

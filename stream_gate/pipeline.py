@@ -131,6 +131,10 @@ class Pipeline:
             precise = make_detector(settings.detect, settings.runtime, precise=True) \
                 if self.detector.quantized else self.detector
             self.refiner = Refiner(precise, settings.detect.refine_px)
+            if device_of(precise.model) is not None:
+                from stream_gate.device_stages import DeviceRefiner
+
+                self.refiner = DeviceRefiner(precise, settings.detect.refine_px)
         self.scorer: QualityScorer = make_scorer(settings.score, settings.runtime)
         # Models on a torch device (torch engine; TensorRT with PyTorch on the GPU): frames
         # go to the device once per batch; detection, alignment and scoring run there
@@ -328,7 +332,7 @@ class Pipeline:
         found: dict[int, Detections] = dict(zip(wide_idx, dets, strict=True))
         t = self._timed("detect", t)
         if self.refiner is not None and wide_idx:
-            found.update(self._refine_small(frames, found))
+            found.update(self._refine_small(frames, found, uploaded))
             t = self._timed("refine", t)
 
         waves: list[list[int]] = []
@@ -350,7 +354,8 @@ class Pipeline:
                     images.append((frames[i].image, box))
             if images:
                 assert self.refiner is not None
-                refined = self.refiner.refine(images)
+                refined = self.refiner.refine(
+                    images, None if uploaded is None else [uploaded[i] for i, _ in jobs])
                 for i in wave:
                     if i not in found:
                         found[i] = merge([refined[j] for fi, j in jobs if fi == i],
@@ -363,8 +368,8 @@ class Pipeline:
             t = self._timed("track", t)
         return [steps[i] for i in range(len(frames))]
 
-    def _refine_small(self, frames: list[Frame], found: dict[int, Detections]
-                      ) -> dict[int, Detections]:
+    def _refine_small(self, frames: list[Frame], found: dict[int, Detections],
+                      uploaded: list[Any] | None = None) -> dict[int, Detections]:
         """Faces small at the frame-wide detector's scale, found again at full resolution.
 
         Their scores (which start tracks) and landmarks (which align crops) are unreliable
@@ -378,7 +383,8 @@ class Pipeline:
             s = self.detector.scale(f.height, f.width)
             size = np.maximum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
             jobs += [(i, int(k)) for k in np.flatnonzero(size * s * CONTEXT < cfg.refine_px)]
-        refined = self.refiner.refine([(frames[i].image, found[i].boxes[k]) for i, k in jobs])
+        refined = self.refiner.refine([(frames[i].image, found[i].boxes[k]) for i, k in jobs],
+                                      None if uploaded is None else [uploaded[i] for i, _ in jobs])
         picked = set(jobs)
         out: dict[int, Detections] = {}
         for i in {i for i, _ in jobs}:

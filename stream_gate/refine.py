@@ -15,6 +15,7 @@ frame with the tracker coasting in between, but with real landmarks on every fra
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -34,12 +35,15 @@ class Refiner:
         self.detector = detector
         self.size = size
 
-    def crop(self, image: ImageBGR, box: FloatArray) -> tuple[ImageBGR, float, int, int]:
-        """The square around ``box`` resized to ``size``; its scale and frame origin."""
+    def window(self, box: FloatArray) -> tuple[int, int, int]:
+        """The square crop around ``box`` in frame pixels: side and top-left corner."""
         x1, y1, x2, y2 = (float(v) for v in box[:4])
         side = max(8, round(CONTEXT * max(x2 - x1, y2 - y1)))
-        x0 = round((x1 + x2) / 2 - side / 2)
-        y0 = round((y1 + y2) / 2 - side / 2)
+        return side, round((x1 + x2) / 2 - side / 2), round((y1 + y2) / 2 - side / 2)
+
+    def crop(self, image: ImageBGR, box: FloatArray) -> tuple[ImageBGR, float, int, int]:
+        """The square around ``box`` resized to ``size``; its scale and frame origin."""
+        side, x0, y0 = self.window(box)
         h, w = image.shape[:2]
         region = image[max(y0, 0):min(y0 + side, h), max(x0, 0):min(x0 + side, w)]
         if region.shape[:2] != (side, side):  # near the frame edge: pad with black
@@ -51,33 +55,39 @@ class Refiner:
         out = cv2.resize(region, (self.size, self.size), interpolation=interp)
         return out, self.size / side, x0, y0
 
-    def refine(self, jobs: Sequence[tuple[ImageBGR, FloatArray]]) -> list[Detections]:
-        """For each (frame, box): the face found there (0 or 1), in frame pixels."""
+    def refine(self, jobs: Sequence[tuple[ImageBGR, FloatArray]],
+               on_device: Sequence[Any] | None = None) -> list[Detections]:
+        """For each (frame, box): the face found there (0 or 1), in frame pixels.
+
+        ``on_device``: the jobs' frames already on the detector's device; only a
+        device-side refiner (device_stages.DeviceRefiner) uses them.
+        """
         if not jobs:
             return []
         crops = [self.crop(image, box) for image, box in jobs]
-        batch = self.detector.blob([c[0] for c in crops])
-        heads = self.detector.model.infer(batch)
-        out: list[Detections] = []
-        for i, ((image, box), (_, scale, x0, y0)) in enumerate(zip(jobs, crops, strict=True)):
-            boxes, scores, marks = self.detector.decode(heads, i, (self.size, self.size))
-            if len(scores) == 0:
-                out.append(Detections.empty())
-                continue
-            boxes = boxes / scale + np.array([x0, y0, x0, y0], np.float32)
-            marks = marks / scale + np.array([x0, y0], np.float32)
-            iou = iou_matrix(box[None, :4], boxes)[0]
-            best = int(np.argmax(iou + 1e-3 * scores))  # overlap first, score breaks ties
-            if iou[best] < MIN_IOU:
-                out.append(Detections.empty())
-                continue
-            h, w = image.shape[:2]
-            b = boxes[best:best + 1].copy()
-            b[:, 0::2] = np.clip(b[:, 0::2], 0, w)
-            b[:, 1::2] = np.clip(b[:, 1::2], 0, h)
-            out.append(Detections(b.astype(np.float32), scores[best:best + 1],
-                                  marks[best:best + 1].astype(np.float32)))
-        return out
+        heads = self.detector.model.infer(self.detector.blob([c[0] for c in crops]))
+        return [self.pick(heads, i, job, c[1:]) for i, (job, c) in
+                enumerate(zip(jobs, crops, strict=True))]
+
+    def pick(self, heads: Sequence[FloatArray], i: int, job: tuple[ImageBGR, FloatArray],
+             where: tuple[float, int, int]) -> Detections:
+        """The face of crop ``i`` that overlaps the asked-for box most, in frame pixels."""
+        (image, box), (scale, x0, y0) = job, where
+        boxes, scores, marks = self.detector.decode(heads, i, (self.size, self.size))
+        if len(scores) == 0:
+            return Detections.empty()
+        boxes = boxes / scale + np.array([x0, y0, x0, y0], np.float32)
+        marks = marks / scale + np.array([x0, y0], np.float32)
+        iou = iou_matrix(box[None, :4], boxes)[0]
+        best = int(np.argmax(iou + 1e-3 * scores))  # overlap first, score breaks ties
+        if iou[best] < MIN_IOU:
+            return Detections.empty()
+        h, w = image.shape[:2]
+        b = boxes[best:best + 1].copy()
+        b[:, 0::2] = np.clip(b[:, 0::2], 0, w)
+        b[:, 1::2] = np.clip(b[:, 1::2], 0, h)
+        return Detections(b.astype(np.float32), scores[best:best + 1],
+                          marks[best:best + 1].astype(np.float32))
 
 
 def merge(found: Sequence[Detections], nms_iou: float) -> Detections:
