@@ -2,7 +2,8 @@
 
 One decode thread per stream fills that stream's queue; the main loop gathers frames from
 all queues into one batch (up to ``detect.batch_size`` frames, waiting at most
-``detect.max_wait_ms`` for a partial batch). Frames due for frame-wide detection (every
+``detect.max_wait_ms``, and no longer than the streams' next frame is due, for a partial
+batch). Frames due for frame-wide detection (every
 ``detect.every``-th of a stream) are detected in one call; small faces there, and the
 tracked faces of all other frames, are detected again on full-resolution crops
 (refine.py). Then it tracks, aligns, scores (one scorer call for all faces of the batch),
@@ -258,10 +259,12 @@ class Pipeline:
     def _gather(self) -> list[Frame]:
         """Round-robin frames from all queues until the batch is full or the wait is over.
 
-        The wait (``detect.max_wait_ms``) starts with the first frame of the batch, so a
-        lone camera is never delayed by more than that for the sake of batching. Each
-        batch starts one stream further on, so with more cameras than batch slots none
-        is starved (its drop-oldest queue would otherwise lose every frame).
+        The wait starts with the first frame of the batch and lasts at most
+        ``detect.max_wait_ms``, and at most the time in which the next frame is due from
+        the streams together (one analysed frame period divided among them): a frame
+        never waits for a batch mate that is not coming soon. Each batch starts one
+        stream further on, so with more cameras than batch slots none is starved (its
+        drop-oldest queue would otherwise lose every frame).
         """
         size = self.settings.detect.batch_size
         batch: list[Frame] = []
@@ -276,7 +279,7 @@ class Pipeline:
                 frame = st.reader.queue.get_nowait() if len(batch) < size else None
                 if frame is not None:
                     if not batch:
-                        deadline = time.perf_counter() + self.settings.detect.max_wait_ms / 1e3
+                        deadline = time.perf_counter() + self._batch_wait_s()
                     batch.append(frame)
                     got = True
             if got:
@@ -287,6 +290,13 @@ class Pipeline:
                 break
             time.sleep(0.002)
         return batch
+
+    def _batch_wait_s(self) -> float:
+        """How long a partial batch waits: ``max_wait_ms``, capped by the mean gap between
+        frames arriving from all live streams together."""
+        rate = sum(st.source.fps for st in self.streams.values()
+                   if not st.reader.queue.closed)
+        return min(self.settings.detect.max_wait_ms / 1e3, 1.0 / rate if rate else 0.0)
 
     def _timed(self, stage: str, t0: float) -> float:
         now = time.perf_counter()
