@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from stream_gate.bench import search_capacity
+
 from .conftest import run_cli
 
 
@@ -34,3 +36,17 @@ def test_bench_rejects_unknown_variant() -> None:
     res = run_cli("bench", "--variants", "naive,turbo")
     assert res.returncode == 2
     assert "--variants: unknown ['turbo']" in res.stderr
+
+
+@pytest.mark.parametrize("capacity", [0, 1, 4, 5, 6, 63, 64, 65, 200, 256])
+def test_capacity_search_finds_the_largest_sustained_count_in_few_trials(capacity: int
+                                                                         ) -> None:
+    tried: list[int] = []
+
+    def sustained(n: int) -> bool:
+        tried.append(n)
+        return n <= capacity
+
+    assert search_capacity(sustained, limit=256) == capacity
+    assert len(tried) <= 2 * max(1, capacity).bit_length() + 2
+    assert len(set(tried)) == len(tried)  # no trial run twice
