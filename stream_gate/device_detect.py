@@ -57,7 +57,12 @@ class DeviceCenterFaceDetector(CenterFaceDetector):
         self.device = device_of(base.model)
         if self.device is None:
             raise ModelError(f"{base.model.name}: the model does not run on a torch device")
-        self.dtype: torch.dtype = base.model.dtype  # type: ignore[attr-defined]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision the model runs in (fp16 on CUDA with runtime.half)."""
+        dtype: torch.dtype = self.model.dtype  # type: ignore[attr-defined]
+        return dtype
 
     def letterbox(self, frames: Sequence[torch.Tensor]
                   ) -> tuple[torch.Tensor, list[tuple[float, float]]]:

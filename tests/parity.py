@@ -12,7 +12,7 @@ import numpy as np
 from stream_gate.align import align_face
 from stream_gate.config import DetectConfig, RuntimeConfig, ScoreConfig
 from stream_gate.detect import make_detector
-from stream_gate.score import make_scorer
+from stream_gate.score import QualityScorer, make_scorer
 from stream_gate.track import iou_matrix
 from stream_gate.types import Detections
 
@@ -28,11 +28,14 @@ def assert_same_faces(a: Detections, b: Detections, landmark_px: float = 1.0) ->
     assert np.abs(a.landmarks[sure] - b.landmarks[j]).max() <= landmark_px
 
 
-def assert_same_quality(lfw_image: Callable[..., Path], runtime: RuntimeConfig) -> None:
-    """A real face photo scores within 1 point on ``runtime`` and on onnxruntime."""
+def assert_same_quality(lfw_image: Callable[..., Path], runtime: RuntimeConfig,
+                        scorer: QualityScorer | None = None) -> None:
+    """A real face photo scores within 1 point on ``runtime`` (or ``scorer``) and on
+    onnxruntime."""
     photo = cv2.imread(str(lfw_image()))
     face = make_detector(DetectConfig()).detect([photo])[0]
     crop = align_face(photo, face.landmarks[0])[0]
     q_cpu = make_scorer(ScoreConfig()).score([crop], [face.landmarks[0]]).quality
-    q_dev = make_scorer(ScoreConfig(), runtime).score([crop], [face.landmarks[0]]).quality
+    dev = scorer or make_scorer(ScoreConfig(), runtime)
+    q_dev = dev.score([crop], [face.landmarks[0]]).quality
     assert abs(float(q_cpu[0]) - float(q_dev[0])) <= 1.0

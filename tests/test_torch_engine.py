@@ -13,12 +13,13 @@ import numpy as np
 import onnx
 import pytest
 
-from stream_gate.config import DetectConfig, RuntimeConfig, load_settings
+from stream_gate.config import DetectConfig, RuntimeConfig, ScoreConfig, load_settings
 from stream_gate.detect import centerface_onnx_bytes, make_detector
 from stream_gate.errors import ModelError
 from stream_gate.pipeline import Pipeline
 from stream_gate.quality_model import manifest_path
 from stream_gate.runtime.ort import OrtModel
+from stream_gate.score import make_scorer
 
 from .conftest import shared_file
 from .parity import assert_same_faces, assert_same_quality
@@ -144,3 +145,18 @@ def test_refinement_on_the_device_finds_the_cpu_path_s_faces(media: Callable[[st
         assert len(a) == len(b)
         if len(a):
             assert_same_faces(a, b)
+
+
+def test_fp16_arithmetic_keeps_the_faces_and_the_quality(media: Callable[[str], Path],
+                                                         lfw_image: Callable[..., Path]) -> None:
+    """What runtime.half does on a GPU, done on the CPU: no overflow or drift beyond the
+    GPU path's tolerances in either model."""
+    frames = frames_of(media("crowd_walking_1080p.mp4"), {0, 50})
+    cfg = DetectConfig(max_side=960, precision="fp32")
+    half = make_detector(cfg, CPU)
+    half.model.set_dtype(torch.float16)  # type: ignore[attr-defined]
+    for a, b in zip(make_detector(cfg).detect(frames), half.detect(frames), strict=True):
+        assert_same_faces(a, b)
+    scorer = make_scorer(ScoreConfig(), CPU)
+    scorer.model.set_dtype(torch.float16)  # type: ignore[attr-defined]
+    assert_same_quality(lfw_image, CPU, scorer)

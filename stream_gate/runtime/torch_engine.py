@@ -222,6 +222,11 @@ class TorchModel:
         self.graph = OnnxGraph(proto, name).to_device(self.device, self.dtype)
         self.output_names: list[str] = self.graph.output_names
 
+    def set_dtype(self, dtype: torch.dtype) -> None:
+        """Run in ``dtype`` from now on (fp16 arithmetic can be checked on the CPU too)."""
+        self.graph.to_device(self.device, dtype)
+        self.dtype = dtype
+
     @torch.inference_mode()
     def infer_tensor(self, batch: Tensor) -> list[Tensor]:
         """A float NCHW batch (any device) in; the outputs as float32 tensors on the device."""
