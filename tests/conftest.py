@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -15,7 +16,9 @@ import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+# ../shared/data beside the checkout; elsewhere (a lent GPU machine gets the checkout
+# alone, see scripts/gpu-kit) the copy STREAM_GATE_SHARED_DATA names.
+SHARED = Path(os.environ.get("STREAM_GATE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
