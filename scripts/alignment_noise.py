@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""How much the quality score moves when only the landmarks' source changes.
+
+For every confident face (score > 0.5) of every 5th frame of a video, the crop is aligned
+twice: with the landmarks of full-resolution frame-wide detection (what `bench`'s naive
+variant uses) and with those of refinement crops (what the pipeline uses), at the given
+refinement sizes. Both are valid estimates of the same face in the same frame, so the
+difference in quality is noise the best-shot parity of `bench` cannot get below.
+Usage: .venv/bin/python scripts/alignment_noise.py VIDEO [--sizes 64,96,128,192]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import av
+import numpy as np
+
+from stream_gate.align import align_face
+from stream_gate.config import DetectConfig, ScoreConfig
+from stream_gate.detect import make_detector
+from stream_gate.refine import Refiner
+from stream_gate.score import make_scorer
+
+BUCKETS = ((0, 40), (40, 64), (64, 96), (96, 10_000))  # face size, frame pixels
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("video", type=Path)
+    p.add_argument("--sizes", default="64,96,128,192", help="refinement crop sides")
+    p.add_argument("--frames", type=int, default=40, help="frames to use (every 5th)")
+    args = p.parse_args()
+    full = make_detector(DetectConfig(precision="fp32", max_side=4096))
+    refiners = {int(s): Refiner(make_detector(DetectConfig(), precise=True), int(s))
+                for s in args.sizes.split(",")}
+    scorer = make_scorer(ScoreConfig())
+    with av.open(str(args.video)) as c:
+        frames = [f.to_ndarray(format="bgr24") for i, f in enumerate(c.decode(video=0))
+                  if i % 5 == 0][:args.frames]
+    rows: list[tuple[float, dict[str, float]]] = []
+    for frame in frames:
+        found = full.detect([frame])[0]
+        for k in np.flatnonzero(found.scores > 0.5):
+            box = found.boxes[k]
+            marks = {"full": found.landmarks[k]}
+            for px, refiner in refiners.items():
+                got = refiner.refine([(frame, box)])[0]
+                if len(got):
+                    marks[str(px)] = got.landmarks[0]
+            crops = [align_face(frame, m)[0] for m in marks.values()]
+            quality = scorer.score(crops, list(marks.values())).quality
+            rows.append((float(max(box[2] - box[0], box[3] - box[1])),
+                         dict(zip(marks, quality.tolist(), strict=True))))
+    print(f"{len(rows)} faces from {len(frames)} frames of {args.video.name}; "
+          "|Δquality| refined vs full-resolution landmarks (points, 0-100 scale):")
+    for lo, hi in BUCKETS:
+        sel = [r for size, r in rows if lo <= size < hi]
+        if not sel:
+            continue
+        line = f"  faces {lo}-{hi if hi < 10_000 else '…'} px (n={len(sel)}, mean quality " \
+               f"{np.mean([r['full'] for r in sel]):.1f}):"
+        for px in refiners:
+            d = [abs(r[str(px)] - r["full"]) for r in sel if str(px) in r]
+            line += f"  {px}px mean {np.mean(d):.1f} p90 {np.percentile(d, 90):.1f}" if d \
+                else f"  {px}px -"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
