@@ -54,7 +54,8 @@ def main() -> None:
             rows.append((float(max(box[2] - box[0], box[3] - box[1])),
                          dict(zip(marks, quality.tolist(), strict=True))))
     print(f"{len(rows)} faces from {len(frames)} frames of {args.video.name}; "
-          "|Δquality| refined vs full-resolution landmarks (points, 0-100 scale):")
+          "quality with refined minus with full-resolution landmarks "
+          "(points, 0-100 scale):")
     for lo, hi in BUCKETS:
         sel = [r for size, r in rows if lo <= size < hi]
         if not sel:
@@ -62,9 +63,9 @@ def main() -> None:
         line = f"  faces {lo}-{hi if hi < 10_000 else '…'} px (n={len(sel)}, mean quality " \
                f"{np.mean([r['full'] for r in sel]):.1f}):"
         for px in refiners:
-            d = [abs(r[str(px)] - r["full"]) for r in sel if str(px) in r]
-            line += f"  {px}px mean {np.mean(d):.1f} p90 {np.percentile(d, 90):.1f}" if d \
-                else f"  {px}px -"
+            d = np.array([r[str(px)] - r["full"] for r in sel if str(px) in r])
+            line += (f"  {px}px |Δ| {np.abs(d).mean():.1f} (p90 {np.percentile(np.abs(d), 90):.1f},"
+                     f" bias {d.mean():+.1f})") if len(d) else f"  {px}px -"
         print(line)
 
 
