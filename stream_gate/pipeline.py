@@ -3,11 +3,10 @@
 One decode thread per stream fills that stream's queue; the main loop gathers frames from
 all queues into one batch (up to ``detect.batch_size`` frames, waiting at most
 ``detect.max_wait_ms``, and no longer than the streams' next frame is due, for a partial
-batch). Frames due for frame-wide detection (every
-``detect.every``-th of a stream) are detected in one call; small faces there, and the
-tracked faces of all other frames, are detected again on full-resolution crops
-(refine.py). Then it tracks, aligns, scores (one scorer call for all faces of the batch),
-selects and publishes, frame by frame in each stream's order.
+batch). The batch's faces are found and tracked (find.py: frame-wide detection every k-th
+frame, refinement around tracks in between), gated, aligned and scored (one scorer call
+for all faces of the batch), selected and published, frame by frame in each stream's
+order.
 """
 
 from __future__ import annotations
@@ -18,32 +17,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from stream_gate.align import align_face
 from stream_gate.config import ScoreConfig, Settings
 from stream_gate.decode import Source, StreamReader
-from stream_gate.detect import make_detector
 from stream_gate.errors import StartupError
+from stream_gate.find import FaceFinder, StreamTracking
 from stream_gate.log import get_logger
 from stream_gate.metrics import Metrics
 from stream_gate.publish import DirectorySink, Sink
 from stream_gate.quality_model import CrFiqaScorer
-from stream_gate.refine import CONTEXT, Refiner, merge
 from stream_gate.runtime import device_of
 from stream_gate.score import QualityScorer, gate_reason, make_scorer
 from stream_gate.select import Selector
-from stream_gate.track import Tracker
 from stream_gate.types import (
     Candidate,
-    Detections,
     Emission,
-    FloatArray,
     Frame,
-    ImageBGR,
     TrackedFace,
     TrackEnd,
-    TrackStep,
 )
 
 log = get_logger(__name__)
@@ -84,16 +75,16 @@ class RunReport:
 
 
 class _Stream:
-    """Per-stream state: reader thread, tracker, selector and its score settings."""
+    """Per-stream state: reader thread, tracking, selector and its score settings."""
 
-    def __init__(self, settings: Settings, sid: str, model: str) -> None:
+    def __init__(self, settings: Settings, sid: str, model: str, tracking: StreamTracking
+                 ) -> None:
         cfg = settings.stream(sid)
         self.url = cfg.url
         self.source = Source.parse(sid, cfg.url, cfg.fps)
         self.stop = threading.Event()  # this stream's own, so it can leave alone
         self.reader = StreamReader(self.source, settings.decode, self.stop)
-        self.tracker = Tracker(settings.track)
-        self.since_wide = settings.detect.every  # sampled frames since a frame-wide detection
+        self.tracking = tracking
         self.selector = Selector(settings.select_for(sid), model)
         self.score_cfg: ScoreConfig = settings.score_for(sid)
         self.last_scored: dict[int, float] = {}  # track -> media time of its last scoring
@@ -126,16 +117,7 @@ class Pipeline:
         self.collect = collect
         self.detect_only = detect_only  # benchmark bound: decode + detect, nothing after
         self.stop_event = threading.Event()
-        self.detector = make_detector(settings.detect, settings.runtime)
-        self.refiner: Refiner | None = None
-        if settings.detect.refine_px:
-            precise = make_detector(settings.detect, settings.runtime, precise=True) \
-                if self.detector.quantized else self.detector
-            self.refiner = Refiner(precise, settings.detect.refine_px)
-            if device_of(precise.model) is not None:
-                from stream_gate.device_stages import DeviceRefiner
-
-                self.refiner = DeviceRefiner(precise, settings.detect.refine_px)
+        self.finder = FaceFinder(settings.detect, settings.runtime)
         self.scorer: QualityScorer = make_scorer(settings.score, settings.runtime)
         # Models on a torch device (torch engine; TensorRT with PyTorch on the GPU): frames
         # go to the device once per batch; detection, alignment and scoring run there
@@ -145,14 +127,16 @@ class Pipeline:
             from stream_gate.device_stages import DeviceAlignScore
 
             self.device_stages = DeviceAlignScore(self.scorer)
-        self.streams = {
-            s.id: _Stream(settings, s.id, self.scorer.name) for s in settings.streams
-        }
+        self.streams = {s.id: self._new_stream(s.id) for s in settings.streams}
         self.report = RunReport()
         self._turn = 0  # which stream _gather serves first
         self.metrics = metrics
         self.on_tick = on_tick  # called once per loop turn, in this thread (config reload)
         self._attach_metrics()
+
+    def _new_stream(self, sid: str) -> _Stream:
+        return _Stream(self.settings, sid, self.scorer.name,
+                       self.finder.new_stream(self.settings.track))
 
     def _attach_metrics(self) -> None:
         """Point the metrics at the current readers (again after streams change)."""
@@ -181,7 +165,7 @@ class Pipeline:
                 st.selector.cfg = settings.select_for(sid)
                 st.score_cfg = settings.score_for(sid)
                 continue
-            st = _Stream(settings, sid, self.scorer.name)
+            st = self._new_stream(sid)
             try:
                 st.source.check()
             except StartupError as exc:
@@ -196,7 +180,7 @@ class Pipeline:
         st = self.streams.pop(sid)
         st.stop.set()
         st.reader.join(timeout=5)
-        self._publish(self._ends(st, st.tracker.flush()))
+        self._publish(self._ends(st, st.tracking.tracker.flush()))
         self._record(sid, st)
         log.info("stream_removed", stream_id=sid)
 
@@ -249,7 +233,7 @@ class Pipeline:
             for st in self.streams.values():
                 st.reader.join(timeout=max(0.0, deadline - time.monotonic()))
             for sid, st in self.streams.items():
-                self._publish(self._ends(st, st.tracker.flush()))
+                self._publish(self._ends(st, st.tracking.tracker.flush()))
                 self._record(sid, st)
             for sink in self.sinks:
                 sink.close()
@@ -305,110 +289,10 @@ class Pipeline:
             self.metrics.stage.labels(stage).observe(now - t0)
         return now
 
-    def _wide_due(self, st: _Stream) -> bool:
-        """Whether this stream's next frame gets frame-wide detection (else refinement).
-
-        Frame-wide on every ``detect.every``-th sampled frame (new faces are found
-        there), and sooner when a tracked face moves so fast that its next position may
-        fall outside the refinement window.
-        """
-        cfg = self.settings.detect
-        if self.refiner is None or st.since_wide + 1 >= cfg.every:
-            return True
-        return st.tracker.max_motion() > cfg.max_motion
-
-    def _detect_and_track(self, frames: list[Frame], uploaded: list[Any] | None = None
-                          ) -> list[TrackStep]:
-        """Detect (frame-wide in one batch, refined around tracks elsewhere) and track.
-
-        Frames of one stream must be tracked in order, and a refined frame needs the
-        tracker's prediction from the frame before it; so after the frame-wide batch the
-        frames go in waves (the n-th frame of each stream), one refinement batch a wave.
-        """
-        t = time.perf_counter()
-        plan: list[bool] = []
-        for f in frames:
-            st = self.streams[f.stream_id]
-            wide = self._wide_due(st)
-            st.since_wide = 0 if wide else st.since_wide + 1
-            plan.append(wide)
-        wide_idx = [i for i, w in enumerate(plan) if w]
-        self.report.wide_frames += len(wide_idx)
-        on_device = getattr(self.detector, "detect_uploaded", None)
-        if uploaded is not None and on_device is not None:
-            dets = on_device([uploaded[i] for i in wide_idx])
-        else:
-            dets = self.detector.detect([frames[i].image for i in wide_idx])
-        found: dict[int, Detections] = dict(zip(wide_idx, dets, strict=True))
-        t = self._timed("detect", t)
-        if self.refiner is not None and wide_idx:
-            found.update(self._refine_small(frames, found, uploaded))
-            t = self._timed("refine", t)
-
-        waves: list[list[int]] = []
-        seen: dict[str, int] = {}
-        for i, f in enumerate(frames):
-            n = seen[f.stream_id] = seen.get(f.stream_id, -1) + 1
-            if n == len(waves):
-                waves.append([])
-            waves[n].append(i)
-        steps: dict[int, TrackStep] = {}
-        for wave in waves:
-            jobs: list[tuple[int, int]] = []  # (frame, job) pairs of this wave's refinement
-            images: list[tuple[ImageBGR, FloatArray]] = []
-            for i in wave:
-                if i in found:
-                    continue
-                for box in self.streams[frames[i].stream_id].tracker.predicted_boxes():
-                    jobs.append((i, len(images)))
-                    images.append((frames[i].image, box))
-            if images:
-                assert self.refiner is not None
-                refined = self.refiner.refine(
-                    images, None if uploaded is None else [uploaded[i] for i, _ in jobs])
-                for i in wave:
-                    if i not in found:
-                        found[i] = merge([refined[j] for fi, j in jobs if fi == i],
-                                         self.settings.detect.nms_iou)
-                t = self._timed("refine", t)
-            for i in wave:
-                f = frames[i]
-                steps[i] = self.streams[f.stream_id].tracker.step(
-                    found.get(i, Detections.empty()), f.t)
-            t = self._timed("track", t)
-        return [steps[i] for i in range(len(frames))]
-
-    def _refine_small(self, frames: list[Frame], found: dict[int, Detections],
-                      uploaded: list[Any] | None = None) -> dict[int, Detections]:
-        """Faces small at the frame-wide detector's scale, found again at full resolution.
-
-        Their scores (which start tracks) and landmarks (which align crops) are unreliable
-        at a few pixels; faces large enough there are kept as they are.
-        """
-        assert self.refiner is not None
-        cfg = self.settings.detect
-        jobs: list[tuple[int, int]] = []  # (frame, detection) pairs, in refine order
-        for i, det in found.items():
-            f = frames[i]
-            s = self.detector.scale(f.height, f.width)
-            size = np.maximum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
-            jobs += [(i, int(k)) for k in np.flatnonzero(size * s * CONTEXT < cfg.refine_px)]
-        refined = self.refiner.refine([(frames[i].image, found[i].boxes[k]) for i, k in jobs],
-                                      None if uploaded is None else [uploaded[i] for i, _ in jobs])
-        picked = set(jobs)
-        out: dict[int, Detections] = {}
-        for i in {i for i, _ in jobs}:
-            parts = [found[i].subset(np.flatnonzero(
-                [(i, k) not in picked for k in range(len(found[i]))]))]
-            parts += [r if len(r) else found[i].subset(np.array([k]))
-                      for (fi, k), r in zip(jobs, refined, strict=True) if fi == i]
-            out[i] = merge(parts, cfg.nms_iou)
-        return out
-
     def _process(self, frames: list[Frame]) -> None:
         if self.detect_only:
             t = time.perf_counter()
-            dets = self.detector.detect([f.image for f in frames])
+            dets = self.finder.detector.detect([f.image for f in frames])
             self._timed("detect", t)
             self.report.frames += len(frames)
             self.report.faces += sum(len(d) for d in dets)
@@ -419,7 +303,9 @@ class Pipeline:
             from stream_gate.device_stages import upload_frames
 
             uploaded = upload_frames([f.image for f in frames], self.device_stages.device)
-        steps = self._detect_and_track(frames, uploaded)
+        steps = self.finder.find(frames, {sid: st.tracking for sid, st in self.streams.items()},
+                                 self._timed, uploaded)
+        self.report.wide_frames = self.finder.wide_frames
         self.report.frames += len(frames)
         t = time.perf_counter()
 
