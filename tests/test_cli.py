@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,3 +106,29 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
     res = run_cli("run", "--config", str(tmp_path / "nope.toml"))
     assert res.returncode == 2
     assert f"config file not found: {tmp_path / 'nope.toml'}" in res.stderr
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU may answer here")
+def test_doctor_says_when_the_gpu_the_config_asks_for_is_not_there(
+        media: Callable[[str], Path], tmp_path: Path) -> None:
+    config = tmp_path / "gpu.toml"
+    config.write_text(f"""
+[runtime]
+engine = "torch"
+device = "cuda"
+[decode]
+hwaccel = "cuda"
+[redis]
+url = "{REDIS_URL}"
+[[streams]]
+id = "file"
+url = "{media('intel_classroom.mp4')}"
+""")
+    res = run_cli("doctor", "--config", str(config))
+    assert res.returncode == 1
+    out = res.stdout
+    assert 'FAIL  models: runtime.device = "cuda" but PyTorch sees no CUDA GPU' in out
+    assert "fix: install stream-gate[gpu] on a machine whose NVIDIA GPU" in out
+    assert "ok    stream file:" in out  # the camera itself is fine: decoded on the CPU
+    assert "FAIL  decode: decode.hwaccel = 'cuda' is not available" in out
+    assert "2 check(s) failed" in out
