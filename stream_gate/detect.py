@@ -159,22 +159,20 @@ class FaceDetector:
             return []
         batch, boxes = self.prepare(images)
         heads = self.model.infer(batch)
-        out: list[Detections] = []
-        for i, im in enumerate(images):
-            boxes_i, scores, marks = self.decode(heads, i, batch.shape[2:4])
-            lb = boxes[i]
-            # Letterbox -> frame pixels, clipped to the frame.
-            boxes_i[:, 0::2] /= lb.sx
-            boxes_i[:, 1::2] /= lb.sy
-            marks[:, :, 0] /= lb.sx
-            marks[:, :, 1] /= lb.sy
-            fh, fw = im.shape[:2]
-            boxes_i[:, 0::2] = np.clip(boxes_i[:, 0::2], 0, fw)
-            boxes_i[:, 1::2] = np.clip(boxes_i[:, 1::2], 0, fh)
-            size = np.minimum(boxes_i[:, 2] - boxes_i[:, 0], boxes_i[:, 3] - boxes_i[:, 1])
-            ok = size >= self.cfg.min_face_px
-            out.append(Detections(boxes_i[ok], scores[ok], marks[ok]))
-        return out
+        return [self.to_frame(*self.decode(heads, i, batch.shape[2:4]), boxes[i], im.shape[:2])
+                for i, im in enumerate(images)]
+
+    def to_frame(self, boxes: FloatArray, scores: FloatArray, marks: FloatArray,
+                 lb: Letterbox, frame_hw: tuple[int, ...]) -> Detections:
+        """Detector-input pixels -> frame pixels, clipped to the frame; faces smaller than
+        ``min_face_px`` dropped."""
+        boxes[:, 0::2] = np.clip(boxes[:, 0::2] / lb.sx, 0, frame_hw[1])
+        boxes[:, 1::2] = np.clip(boxes[:, 1::2] / lb.sy, 0, frame_hw[0])
+        marks[:, :, 0] /= lb.sx
+        marks[:, :, 1] /= lb.sy
+        size = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        ok = size >= self.cfg.min_face_px
+        return Detections(boxes[ok], scores[ok], marks[ok])
 
 
 def centerface_int8_bytes() -> bytes:

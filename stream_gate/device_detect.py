@@ -4,9 +4,9 @@ with PyTorch on the GPU).
 The CPU path resizes, converts and decodes with OpenCV/numpy around the network. On a
 GPU that would move every frame and every output head across the bus. Here a batch of
 frames is uploaded once (uint8, a quarter of the float size), then letterboxed,
-converted to float RGB, run, and decoded (threshold, boxes, landmarks, overlap matrix
-for NMS) on the device; only the few detections per frame come back. The last, greedy
-NMS pass walks that overlap matrix on the CPU: it is a few hundred entries at most.
+converted to float RGB, run, and decoded (threshold, boxes, landmarks) on the device;
+only the candidates above the score threshold come back (a few dozen per frame), and
+the CPU path's NMS and frame mapping finish them.
 
 On the CPU device the same code runs too (tests/test_torch_engine.py checks it against
 the onnxruntime path).
@@ -19,32 +19,18 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from stream_gate.detect import STRIDE, CenterFaceDetector, FaceDetector, input_size
+from stream_gate.detect import (
+    STRIDE,
+    CenterFaceDetector,
+    FaceDetector,
+    Letterbox,
+    input_size,
+    nms,
+)
 from stream_gate.device_stages import resize_like_opencv, upload_frames
 from stream_gate.errors import ModelError
 from stream_gate.runtime import device_of
-from stream_gate.types import Detections, ImageBGR
-
-
-def greedy_nms(iou: np.ndarray, threshold: float) -> list[int]:
-    """Greedy NMS over boxes already sorted by score, given their overlap matrix."""
-    alive = np.ones(len(iou), bool)
-    keep: list[int] = []
-    for i in range(len(iou)):
-        if alive[i]:
-            keep.append(i)
-            alive &= iou[i] < threshold
-    return keep
-
-
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pairwise IoU of x1y1x2y2 boxes on their device."""
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-9)
+from stream_gate.types import Detections, FloatArray, ImageBGR
 
 
 class DeviceCenterFaceDetector(CenterFaceDetector):
@@ -65,14 +51,14 @@ class DeviceCenterFaceDetector(CenterFaceDetector):
         return dtype
 
     def letterbox(self, frames: Sequence[torch.Tensor]
-                  ) -> tuple[torch.Tensor, list[tuple[float, float]]]:
-        """Resize (area) into one zero-padded NCHW RGB float batch; per-frame (sx, sy)."""
+                  ) -> tuple[torch.Tensor, list[Letterbox]]:
+        """Resize (area) into one zero-padded NCHW RGB float batch; how each frame sits."""
         sizes = [input_size(f.shape[0], f.shape[1], self.side(f.shape[0], f.shape[1]))
                  for f in frames]
         bh, bw = max(s[0] for s in sizes), max(s[1] for s in sizes)
         batch = torch.zeros((len(frames), 3, bh, bw), device=self.device,
                             dtype=self.dtype)
-        scales: list[tuple[float, float]] = []
+        scales: list[Letterbox] = []
         for i, (f, (_, _, s)) in enumerate(zip(frames, sizes, strict=True)):
             h, w = f.shape[:2]
             nh, nw = max(1, round(h * s)), max(1, round(w * s))
@@ -80,7 +66,7 @@ class DeviceCenterFaceDetector(CenterFaceDetector):
             # pixels (a borderline face otherwise tips NMS the other way).
             x = resize_like_opencv(f.permute(2, 0, 1).flip(0).float(), nh, nw)  # -> RGB
             batch[i, :, :nh, :nw] = x.to(batch.dtype)
-            scales.append((nw / w, nh / h))
+            scales.append(Letterbox(nw / w, nh / h))
         return batch, scales
 
     def detect(self, images: Sequence[ImageBGR]) -> list[Detections]:
@@ -92,34 +78,26 @@ class DeviceCenterFaceDetector(CenterFaceDetector):
             return []
         batch, scales = self.letterbox(frames)
         heat, scale, offset, lms = self.model.infer_tensor(batch)  # type: ignore[attr-defined]
-        return [self._decode_on_device(heat[i], scale[i], offset[i], lms[i], scales[i],
-                                       f.shape[0], f.shape[1]) for i, f in enumerate(frames)]
+        return [self.to_frame(*self._decode_on_device(heat[i], scale[i], offset[i], lms[i]),
+                              scales[i], tuple(f.shape[:2])) for i, f in enumerate(frames)]
 
     def _decode_on_device(self, heat: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
-                          lms: torch.Tensor, sxy: tuple[float, float], fh: int, fw: int
-                          ) -> Detections:
+                          lms: torch.Tensor) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """CenterFace's decode (as :meth:`CenterFaceDetector.decode`) on the device; only
+        the candidates above the threshold come back, for NMS on the host."""
         ys, xs = torch.nonzero(heat[0] > self.cfg.score_threshold, as_tuple=True)
         if ys.numel() == 0:
-            return Detections.empty()
+            e = Detections.empty()
+            return e.boxes, e.scores, e.landmarks
         bh = torch.exp(scale[0, ys, xs]) * STRIDE
         bw = torch.exp(scale[1, ys, xs]) * STRIDE
         cx = (xs + offset[1, ys, xs] + 0.5) * STRIDE
         cy = (ys + offset[0, ys, xs] + 0.5) * STRIDE
         x1, y1 = cx - bw / 2, cy - bh / 2
-        boxes = torch.stack([x1, y1, x1 + bw, y1 + bh], dim=1)
+        boxes = torch.stack([x1, y1, x1 + bw, y1 + bh], dim=1).cpu().numpy().astype(np.float32)
         marks = torch.stack([lms[1::2, ys, xs].T * bw[:, None] + x1[:, None],
                              lms[0::2, ys, xs].T * bh[:, None] + y1[:, None]], dim=2)
-        scores = heat[0, ys, xs]
-        order = torch.argsort(scores, descending=True, stable=True)
-        boxes, marks, scores = boxes[order], marks[order], scores[order]
-        keep = greedy_nms(box_iou(boxes, boxes).cpu().numpy(), self.cfg.nms_iou)
-        sx, sy = sxy
-        b = boxes[keep].cpu().numpy().astype(np.float32)
-        m = marks[keep].cpu().numpy().astype(np.float32)
-        s = scores[keep].cpu().numpy().astype(np.float32)
-        b[:, 0::2] = np.clip(b[:, 0::2] / sx, 0, fw)
-        b[:, 1::2] = np.clip(b[:, 1::2] / sy, 0, fh)
-        m[:, :, 0] /= sx
-        m[:, :, 1] /= sy
-        ok = np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) >= self.cfg.min_face_px
-        return Detections(b[ok], s[ok], m[ok])
+        marks_np = marks.cpu().numpy().astype(np.float32)
+        scores = heat[0, ys, xs].cpu().numpy().astype(np.float32)
+        keep = nms(boxes, scores, self.cfg.nms_iou)
+        return boxes[keep], scores[keep], marks_np[keep]
