@@ -84,6 +84,18 @@ class _HwState:
     lock = threading.Lock()
 
 
+def hwaccel_error() -> str | None:
+    """Why hardware decoding was given up in this process, or None if it was not."""
+    return _HwState.failed
+
+
+def nominal_rate(stream: Any) -> float:
+    """A video stream's frame rate (0 if unknown): FFmpeg's best guess first; the average
+    rate is garbage where timestamps are (every frame stamped 0: 1125 fps for 25)."""
+    rate = stream.guessed_rate or stream.average_rate
+    return float(rate) if rate else 0.0
+
+
 def open_source(source: Source, cfg: DecodeConfig) -> Any:
     """Open a source with PyAV: RTSP transport and the open/read timeouts applied.
 
@@ -304,10 +316,9 @@ class StreamReader(threading.Thread):
             stream.thread_type = "AUTO"
             if self.cfg.threads:
                 stream.codec_context.thread_count = self.cfg.threads
-            rate = stream.guessed_rate or stream.average_rate  # FFmpeg's best guess; the average
-            # is garbage where timestamps are (all frames stamped 0: 1125 fps for 25)
-            period = 1.0 / float(rate) if rate else 0.0
-            if self.cfg.skip_nonref and rate and self.source.fps <= float(rate) / 2:
+            rate = nominal_rate(stream)
+            period = 1.0 / rate if rate else 0.0
+            if self.cfg.skip_nonref and rate and self.source.fps <= rate / 2:
                 # Sampling keeps at most every 2nd frame: let FFmpeg skip decoding the
                 # frames no other frame refers to (B-frames); the sampler picks from the rest.
                 stream.codec_context.skip_frame = "NONREF"

@@ -15,7 +15,7 @@ from pathlib import Path
 import redis
 
 from stream_gate.config import Settings, load_settings
-from stream_gate.decode import Source, open_source
+from stream_gate.decode import Source, hwaccel_error, nominal_rate, open_source
 from stream_gate.errors import StartupError
 from stream_gate.log import redact_url
 from stream_gate.runtime import device_of
@@ -51,9 +51,9 @@ def _probe_camera(settings: Settings, url: str, stream_id: str) -> str:
             raise StartupError("no video stream")
         vs = c.streams.video[0]
         frame = next(c.decode(vs))
-        rate = vs.average_rate or vs.guessed_rate
+        rate = nominal_rate(vs)
         return (f"{vs.codec_context.name} {frame.width}x{frame.height}"
-                f"{f' @ {float(rate):.1f} fps' if rate else ''}, first frame in "
+                f"{f' @ {rate:.1f} fps' if rate else ''}, first frame in "
                 f"{time.perf_counter() - t0:.2f} s")
 
 
@@ -91,11 +91,10 @@ def _models(settings: Settings) -> str:
 
 def _hwaccel(settings: Settings) -> str:
     """Whether the GPU decoding asked for is used (checked after the cameras were opened)."""
-    from stream_gate.decode import _HwState
-
-    if _HwState.failed is not None:
+    error = hwaccel_error()
+    if error is not None:
         raise StartupError(f"decode.hwaccel = {settings.decode.hwaccel!r} is not available, "
-                           f"streams decode on the CPU: {_HwState.failed}")
+                           f"streams decode on the CPU: {error}")
     return f"{settings.decode.hwaccel} decoding available"
 
 

@@ -188,7 +188,7 @@ def test_hwaccel_without_a_gpu_decodes_on_the_cpu_and_says_so_once(
     ref = drain(plain)
     assert [f.index for f in runs[0]] == [f.index for f in ref] == list(range(0, 105, 5))
     assert all((a.image == b.image).all() for a, b in zip(runs[1], ref, strict=True))
-    assert decode._HwState.failed  # remembered: later opens go straight to the CPU
+    assert decode.hwaccel_error()  # remembered: later opens go straight to the CPU
     logged = capsys.readouterr()
     assert (logged.out + logged.err).count("hwaccel_unavailable") == 1
     # A bad file is still the file's fault, not the GPU's.
