@@ -29,7 +29,7 @@ from stream_gate.errors import ModelError
 from stream_gate.runtime import require
 from stream_gate.score import make_scorer
 from stream_gate.track import iou_matrix
-from stream_gate.types import ImageBGR
+from stream_gate.types import Detections, ImageBGR
 
 CALIBRATION_FRAMES = 64
 CALIBRATION_BATCH = 4
@@ -117,6 +117,31 @@ def build(settings: Settings, calibrate: Path | None = None) -> list[Path]:
     return paths
 
 
+SURE = 0.5  # reference faces compared: those detected with at least this score
+
+
+@dataclass(frozen=True)
+class FaceAgreement:
+    """How one frame's confident reference faces are found in another run's detections."""
+
+    ious: list[float]  # each reference face's best IoU with the other run's faces
+    max_landmark_px: float  # worst landmark distance to that best match (inf: no match)
+    one_to_one: bool  # no two reference faces matched the same face
+
+
+def face_agreement(ref: Detections, got: Detections) -> FaceAgreement:
+    """Match the reference faces (score > ``SURE``) to ``got`` by IoU."""
+    sure = np.flatnonzero(ref.scores > SURE)
+    if not len(sure) or not len(got):
+        return FaceAgreement([0.0] * len(sure), float("inf") if len(sure) else 0.0,
+                             not len(sure))
+    iou = iou_matrix(ref.boxes[sure], got.boxes)
+    j = iou.argmax(axis=1)
+    return FaceAgreement(iou.max(axis=1).tolist(),
+                         float(np.abs(ref.landmarks[sure] - got.landmarks[j]).max()),
+                         len(set(j.tolist())) == len(j))
+
+
 @dataclass(frozen=True)
 class Verdict:
     """How a GPU engine compares with onnxruntime on the same frames."""
@@ -125,11 +150,12 @@ class Verdict:
     min_iou: float
     max_landmark_px: float
     max_quality_diff: float
+    one_to_one: bool = True
 
     @property
     def ok(self) -> bool:
         return self.min_iou >= 0.95 and self.max_landmark_px <= 1.0 \
-            and self.max_quality_diff <= 1.0
+            and self.max_quality_diff <= 1.0 and self.one_to_one
 
 
 def verify(settings: Settings, media: Path | None = None) -> Verdict:
@@ -146,24 +172,16 @@ def verify(settings: Settings, media: Path | None = None) -> Verdict:
     cpu = make_detector(cpu_cfg).detect(frames)
     gpu = make_detector(cpu_cfg, rt).detect(frames)
     cpu_q, gpu_q = make_scorer(settings.score), make_scorer(settings.score, rt)
-    ious: list[float] = []
-    marks: list[float] = []
-    quality: list[float] = []
-    for image, a, b in zip(frames, cpu, gpu, strict=True):
-        sure = np.flatnonzero(a.scores > 0.5)
-        if not len(sure):
-            continue
-        iou = iou_matrix(a.boxes[sure], b.boxes) if len(b) else np.zeros((len(sure), 1))
-        j = iou.argmax(axis=1)
-        ious += iou.max(axis=1).tolist()
-        if not len(b):
-            continue
-        marks.append(float(np.abs(a.landmarks[sure] - b.landmarks[j]).max()))
-        crops = [align_face(image, a.landmarks[k])[0] for k in sure]
-        lms = [a.landmarks[k] for k in sure]
-        diff = cpu_q.score(crops, lms).quality - gpu_q.score(crops, lms).quality
-        quality.append(float(np.abs(diff).max()))
+    agreements = [face_agreement(a, b) for a, b in zip(cpu, gpu, strict=True)]
+    ious = [v for agree in agreements for v in agree.ious]
     if not ious:
         raise ModelError(f"{media}: no face to verify on")
-    return Verdict(len(ious), min(ious), max(marks, default=float("inf")),
-                   max(quality, default=float("inf")))
+    quality: list[float] = []
+    for image, a in zip(frames, cpu, strict=True):
+        lms = [a.landmarks[k] for k in np.flatnonzero(a.scores > SURE)]
+        if lms:  # the same crops scored by both runtimes
+            crops = [align_face(image, lm)[0] for lm in lms]
+            diff = cpu_q.score(crops, lms).quality - gpu_q.score(crops, lms).quality
+            quality.append(float(np.abs(diff).max()))
+    return Verdict(len(ious), min(ious), max(a.max_landmark_px for a in agreements),
+                   max(quality), all(a.one_to_one for a in agreements))

@@ -7,25 +7,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from stream_gate.align import align_face
 from stream_gate.config import DetectConfig, RuntimeConfig, ScoreConfig
 from stream_gate.detect import make_detector
+from stream_gate.engines_tool import face_agreement
 from stream_gate.score import QualityScorer, make_scorer
-from stream_gate.track import iou_matrix
 from stream_gate.types import Detections
 
 
 def assert_same_faces(a: Detections, b: Detections, landmark_px: float = 1.0) -> None:
     """Every confident face of ``a`` is in ``b`` (IoU >= 0.95), landmarks within ``landmark_px``."""
-    sure = a.scores > 0.5
-    assert sure.any()
-    iou = iou_matrix(a.boxes[sure], b.boxes)
-    assert (iou.max(axis=1) >= 0.95).all(), iou.max(axis=1)
-    j = iou.argmax(axis=1)
-    assert len(set(j.tolist())) == len(j)  # one to one
-    assert np.abs(a.landmarks[sure] - b.landmarks[j]).max() <= landmark_px
+    agree = face_agreement(a, b)
+    assert agree.ious
+    assert min(agree.ious) >= 0.95, agree.ious
+    assert agree.one_to_one
+    assert agree.max_landmark_px <= landmark_px
 
 
 def assert_same_quality(lfw_image: Callable[..., Path], runtime: RuntimeConfig,
