@@ -209,20 +209,28 @@ class CenterFaceDetector(FaceDetector):
         """Boxes, scores and landmarks of batch item ``i`` in detector-input pixels."""
         heat, scale, offset, lms = (h[i] for h in heads)
         ys, xs = np.nonzero(heat[0] > self.cfg.score_threshold)
+        return self.decode_peaks(ys, xs, heat[0, ys, xs], scale[:, ys, xs], offset[:, ys, xs],
+                                 lms[:, ys, xs])
+
+    def decode_peaks(self, ys: npt.NDArray[np.intp], xs: npt.NDArray[np.intp],
+                     scores: FloatArray, scale: FloatArray, offset: FloatArray, lms: FloatArray
+                     ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Boxes and landmarks of the heatmap cells above the threshold (their head values
+        gathered: scale 2×N, offset 2×N, landmarks 10×N), NMS'd, in detector-input pixels."""
         if ys.size == 0:
             e = Detections.empty()
             return e.boxes, e.scores, e.landmarks
-        bh = np.exp(scale[0, ys, xs]) * STRIDE
-        bw = np.exp(scale[1, ys, xs]) * STRIDE
-        cx = (xs + offset[1, ys, xs] + 0.5) * STRIDE
-        cy = (ys + offset[0, ys, xs] + 0.5) * STRIDE
+        bh = np.exp(scale[0]) * STRIDE
+        bw = np.exp(scale[1]) * STRIDE
+        cx = (xs + offset[1] + 0.5) * STRIDE
+        cy = (ys + offset[0] + 0.5) * STRIDE
         x1 = cx - bw / 2
         y1 = cy - bh / 2
         boxes = np.stack([x1, y1, x1 + bw, y1 + bh], axis=1).astype(np.float32)
         marks = np.empty((ys.size, 5, 2), np.float32)
-        marks[:, :, 0] = lms[1::2, ys, xs].T * bw[:, None] + x1[:, None]
-        marks[:, :, 1] = lms[0::2, ys, xs].T * bh[:, None] + y1[:, None]
-        scores = heat[0, ys, xs].astype(np.float32)
+        marks[:, :, 0] = lms[1::2].T * bw[:, None] + x1[:, None]
+        marks[:, :, 1] = lms[0::2].T * bh[:, None] + y1[:, None]
+        scores = scores.astype(np.float32)
         keep = nms(boxes, scores, self.cfg.nms_iou)
         return boxes[keep], scores[keep], marks[keep]
 

@@ -4,9 +4,9 @@ with PyTorch on the GPU).
 The CPU path resizes, converts and decodes with OpenCV/numpy around the network. On a
 GPU that would move every frame and every output head across the bus. Here a batch of
 frames is uploaded once (uint8, a quarter of the float size), then letterboxed,
-converted to float RGB, run, and decoded (threshold, boxes, landmarks) on the device;
-only the candidates above the score threshold come back (a few dozen per frame), and
-the CPU path's NMS and frame mapping finish them.
+converted to float RGB, run, and the heatmap thresholded on the device; only the head
+values of the cells above the score threshold come back (a few dozen per frame), and the
+CPU path's decoding, NMS and frame mapping finish them.
 
 On the CPU device the same code runs too (tests/test_torch_engine.py checks it against
 the onnxruntime path).
@@ -19,14 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from stream_gate.detect import (
-    STRIDE,
-    CenterFaceDetector,
-    FaceDetector,
-    Letterbox,
-    input_size,
-    nms,
-)
+from stream_gate.detect import CenterFaceDetector, FaceDetector, Letterbox, input_size
 from stream_gate.device_stages import resize_like_opencv, upload_frames
 from stream_gate.errors import ModelError
 from stream_gate.runtime import device_of
@@ -83,21 +76,13 @@ class DeviceCenterFaceDetector(CenterFaceDetector):
 
     def _decode_on_device(self, heat: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
                           lms: torch.Tensor) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """CenterFace's decode (as :meth:`CenterFaceDetector.decode`) on the device; only
-        the candidates above the threshold come back, for NMS on the host."""
+        """The heatmap is thresholded on the device; only the cells above it (their head
+        values) come back, for :meth:`CenterFaceDetector.decode_peaks` on the host."""
         ys, xs = torch.nonzero(heat[0] > self.cfg.score_threshold, as_tuple=True)
-        if ys.numel() == 0:
-            e = Detections.empty()
-            return e.boxes, e.scores, e.landmarks
-        bh = torch.exp(scale[0, ys, xs]) * STRIDE
-        bw = torch.exp(scale[1, ys, xs]) * STRIDE
-        cx = (xs + offset[1, ys, xs] + 0.5) * STRIDE
-        cy = (ys + offset[0, ys, xs] + 0.5) * STRIDE
-        x1, y1 = cx - bw / 2, cy - bh / 2
-        boxes = torch.stack([x1, y1, x1 + bw, y1 + bh], dim=1).cpu().numpy().astype(np.float32)
-        marks = torch.stack([lms[1::2, ys, xs].T * bw[:, None] + x1[:, None],
-                             lms[0::2, ys, xs].T * bh[:, None] + y1[:, None]], dim=2)
-        marks_np = marks.cpu().numpy().astype(np.float32)
-        scores = heat[0, ys, xs].cpu().numpy().astype(np.float32)
-        keep = nms(boxes, scores, self.cfg.nms_iou)
-        return boxes[keep], scores[keep], marks_np[keep]
+
+        def host(t: torch.Tensor) -> FloatArray:
+            return np.asarray(t.cpu().numpy(), np.float32)
+
+        return self.decode_peaks(ys.cpu().numpy(), xs.cpu().numpy(), host(heat[0, ys, xs]),
+                                 host(scale[:, ys, xs]), host(offset[:, ys, xs]),
+                                 host(lms[:, ys, xs]))
