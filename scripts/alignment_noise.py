@@ -5,7 +5,10 @@ For every confident face (score > 0.5) of every 5th frame of a video, the crop i
 twice: with the landmarks of full-resolution frame-wide detection (what `bench`'s naive
 variant uses) and with those of refinement crops (what the pipeline uses), at the given
 refinement sizes. Both are valid estimates of the same face in the same frame, so the
-difference in quality is noise the best-shot parity of `bench` cannot get below.
+difference in quality is noise the best-shot parity of `bench` cannot get below. The
+`jitter` column is the same difference when the full-resolution landmarks only move by
+N(0, 0.5 px) per coordinate (4 seeded draws a face): how much sub-pixel landmark noise
+alone moves the score.
 Usage: .venv/bin/python scripts/alignment_noise.py VIDEO [--sizes 64,96,128,192]
 """
 
@@ -24,6 +27,7 @@ from stream_gate.refine import Refiner
 from stream_gate.score import make_scorer
 
 BUCKETS = ((0, 40), (40, 64), (64, 96), (96, 10_000))  # face size, frame pixels
+JITTER_PX, JITTER_DRAWS = 0.5, 4
 
 
 def main() -> None:
@@ -36,6 +40,7 @@ def main() -> None:
     refiners = {int(s): Refiner(make_detector(DetectConfig(), precise=True), int(s))
                 for s in args.sizes.split(",")}
     scorer = make_scorer(ScoreConfig())
+    rng = np.random.default_rng(0)
     with av.open(str(args.video)) as c:
         frames = [f.to_ndarray(format="bgr24") for i, f in enumerate(c.decode(video=0))
                   if i % 5 == 0][:args.frames]
@@ -49,10 +54,15 @@ def main() -> None:
                 got = refiner.refine([(frame, box)])[0]
                 if len(got):
                     marks[str(px)] = got.landmarks[0]
+            for j in range(JITTER_DRAWS):
+                noise = rng.normal(0, JITTER_PX, marks["full"].shape).astype(np.float32)
+                marks[f"jitter{j}"] = marks["full"] + noise
             crops = [align_face(frame, m)[0] for m in marks.values()]
-            quality = scorer.score(crops, list(marks.values())).quality
-            rows.append((float(max(box[2] - box[0], box[3] - box[1])),
-                         dict(zip(marks, quality.tolist(), strict=True))))
+            quality = dict(zip(marks, scorer.score(crops, list(marks.values())).quality.tolist(),
+                               strict=True))
+            quality["jitter"] = float(np.mean([abs(quality.pop(f"jitter{j}") - quality["full"])
+                                               for j in range(JITTER_DRAWS)]))
+            rows.append((float(max(box[2] - box[0], box[3] - box[1])), quality))
     print(f"{len(rows)} faces from {len(frames)} frames of {args.video.name}; "
           "quality with refined minus with full-resolution landmarks "
           "(points, 0-100 scale):")
@@ -66,6 +76,8 @@ def main() -> None:
             d = np.array([r[str(px)] - r["full"] for r in sel if str(px) in r])
             line += (f"  {px}px |Δ| {np.abs(d).mean():.1f} (p90 {np.percentile(np.abs(d), 90):.1f},"
                      f" bias {d.mean():+.1f})") if len(d) else f"  {px}px -"
+        jit = [r["jitter"] for r in sel]
+        line += f"  jitter |Δ| {np.mean(jit):.1f} (p90 {np.percentile(jit, 90):.1f})"
         print(line)
 
 
