@@ -169,8 +169,9 @@ def best_shot_parity(naive: RunReport, pipe: RunReport, floor: float = PARITY_FL
     (IoU ≥ 0.5), taking the pipeline track that overlaps on the most frames. Naive
     tracks whose best crop scores below ``floor`` (no usable face: quality ≈ the chance
     in % that a recogniser verifies it) are counted apart, not in the ratios.
+    ``per_track`` lists every counted track, worst first, with its median face height.
     """
-    ratios: list[float] = []
+    rows: list[dict[str, Any]] = []
     unusable = 0
     for key, nt in naive.tracks.items():
         if not nt.emitted or nt.best_quality <= 0:
@@ -192,12 +193,19 @@ def best_shot_parity(naive: RunReport, pipe: RunReport, floor: float = PARITY_FL
                 best_match, best_hits = pt, hits
         got = max((e.candidate.quality for e in best_match.emitted), default=0.0) \
             if best_match is not None else 0.0
-        ratios.append(min(got / nt.best_quality, 1.0) if got else 0.0)
+        height = float(np.median([b[3] - b[1] for b in nt.boxes.values()]))
+        rows.append({"stream": key[0], "naive_track": key[1],
+                     "naive_best": round(nt.best_quality, 1), "pipeline": round(got, 1),
+                     "ratio": round(min(got / nt.best_quality, 1.0) if got else 0.0, 3),
+                     "face_px": round(height)})
+    rows.sort(key=lambda r: r["ratio"])
+    ratios = [r["ratio"] for r in rows]
     if not ratios:
         return {"min": float("nan"), "mean": float("nan"), "tracks": 0,
-                "below_floor": unusable, "floor": floor}
+                "below_floor": unusable, "floor": floor, "per_track": []}
     return {"min": round(min(ratios), 3), "mean": round(float(np.mean(ratios)), 3),
-            "tracks": len(ratios), "below_floor": unusable, "floor": floor}
+            "tracks": len(ratios), "below_floor": unusable, "floor": floor,
+            "per_track": rows}
 
 
 def with_yunet(settings: Settings, path: Path) -> Settings:
@@ -319,6 +327,11 @@ def format_table(result: dict[str, Any]) -> str:
             text += (f"\nbest-shot parity ({variant} emitted / naive best, {p['tracks']} naive "
                      f"tracks; {p['below_floor']} more with best quality < {p['floor']:g} "
                      f"not counted): min {p['min']}, mean {p['mean']}")
+            for r in p["per_track"]:
+                if r["ratio"] < 0.95:
+                    text += (f"\n  below 0.95: {r['stream']} naive track {r['naive_track']} "
+                             f"(face ~{r['face_px']} px): naive best {r['naive_best']}, "
+                             f"{variant} emitted {r['pipeline']} -> {r['ratio']}")
     return text
 
 

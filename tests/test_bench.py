@@ -30,6 +30,9 @@ def test_bench_json_has_every_field_for_every_variant(media: Callable[[str], Pat
     parity = out["best_shot_parity"]
     assert parity["tracks"] >= 1 and 0 <= parity["min"] <= parity["mean"] <= 1
     assert parity["floor"] == 20 and parity["below_floor"] >= 0
+    rows = parity["per_track"]  # one per counted naive track, worst first
+    assert len(rows) == parity["tracks"] and rows[0]["ratio"] == parity["min"]
+    assert all(r["naive_best"] >= 20 and r["face_px"] > 0 for r in rows)
 
 
 def test_bench_rejects_unknown_variant() -> None:
