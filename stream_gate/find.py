@@ -1,8 +1,9 @@
 """Find: the tracked faces of a batch of frames (detect -> refine -> track).
 
 Detection is spent where it changes the outcome. Frames due for frame-wide detection
-(every ``detect.every``-th of a stream, or sooner when a face moves fast) are detected
-in one batch at the scale ``min_face_px`` needs. Small faces found there, and the
+(every ``detect.every``-th of a stream; sooner when a face moves fast, or when so many
+faces are tracked that refining them all would cost more than detecting the frame) are
+detected in one batch at the scale ``min_face_px`` needs. Small faces found there, and the
 tracked faces of every other frame, are detected again on full-resolution crops
 (refine.py). Each stream's tracker then takes its frames in order.
 """
@@ -24,6 +25,25 @@ from stream_gate.track import Tracker
 from stream_gate.types import Detections, FloatArray, Frame, ImageBGR, TrackStep
 
 Timer = Callable[[str, float], float]  # (stage, start) -> now, adding the time to the stage
+
+
+@dataclass
+class UnitCost:
+    """Seconds per unit of work (a frame detected whole, a face refined), as a running
+    average in which each call weighs ``DECAY`` times the one after it."""
+
+    DECAY = 0.9
+    seconds: float = 0.0
+    units: float = 0.0
+
+    def add(self, seconds: float, units: int) -> None:
+        if units:
+            self.seconds = self.DECAY * self.seconds + seconds
+            self.units = self.DECAY * self.units + units
+
+    @property
+    def each(self) -> float | None:
+        return self.seconds / self.units if self.units else None
 
 
 @dataclass
@@ -51,6 +71,8 @@ class FaceFinder:
 
                 self.refiner = DeviceRefiner(precise, cfg.refine_px)
         self.wide_frames = 0  # frames detected frame-wide (the rest: refined around tracks)
+        self.wide_cost = UnitCost()  # per frame detected whole
+        self.refine_cost = UnitCost()  # per face refined
 
     def new_stream(self, cfg: TrackConfig) -> StreamTracking:
         """Tracking state for a new stream: its first frame is detected frame-wide."""
@@ -60,12 +82,17 @@ class FaceFinder:
         """Whether this stream's next frame gets frame-wide detection (else refinement).
 
         Frame-wide on every ``detect.every``-th sampled frame (new faces are found
-        there), and sooner when a tracked face moves so fast that its next position may
-        fall outside the refinement window.
+        there); sooner when a tracked face moves so fast that its next position may
+        fall outside the refinement window, or when refining every tracked face would
+        take longer than detecting the frame whole (a dense crowd), by the running costs
+        of both measured in this process.
         """
         if self.refiner is None or st.since_wide + 1 >= self.cfg.every:
             return True
-        return st.tracker.max_motion() > self.cfg.max_motion
+        if st.tracker.max_motion() > self.cfg.max_motion:
+            return True
+        wide, face = self.wide_cost.each, self.refine_cost.each
+        return wide is not None and face is not None and st.tracker.live_tracks * face > wide
 
     def find(self, frames: list[Frame], streams: Mapping[str, StreamTracking], timed: Timer,
              uploaded: list[Any] | None = None) -> list[TrackStep]:
@@ -91,7 +118,8 @@ class FaceFinder:
         else:
             dets = self.detector.detect([frames[i].image for i in wide_idx])
         found: dict[int, Detections] = dict(zip(wide_idx, dets, strict=True))
-        t = timed("detect", t)
+        t, t0 = timed("detect", t), t
+        self.wide_cost.add(t - t0, len(wide_idx))
         if self.refiner is not None and wide_idx:
             found.update(self._refine_small(frames, found, uploaded))
             t = timed("refine", t)
@@ -121,7 +149,8 @@ class FaceFinder:
                     if i not in found:
                         found[i] = merge([refined[j] for fi, j in jobs if fi == i],
                                          self.cfg.nms_iou)
-                t = timed("refine", t)
+                t, t0 = timed("refine", t), t
+                self.refine_cost.add(t - t0, len(images))
             for i in wave:
                 f = frames[i]
                 steps[i] = streams[f.stream_id].tracker.step(

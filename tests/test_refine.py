@@ -113,6 +113,25 @@ def test_frame_wide_detection_every_third_frame_keeps_the_people(
     assert np.mean(q3[-5:]) >= 0.95 * np.mean(q1[-5:]), (q1, q3)
 
 
+@pytest.mark.slow
+def test_crowds_too_costly_to_refine_are_detected_whole(media: Callable[[str], Path]) -> None:
+    """When refining every tracked face costs more than detecting the frame (here:
+    512 px refinement crops, ~8 faces), frames are detected whole instead, whatever
+    ``every`` says; the same people still come out."""
+    def run(refine_px: int) -> tuple[int, int, int]:
+        s = load_settings(None, {"streams": [{"id": "c", "url": str(media(CROWD))}],
+                                 "detect": {"every": 3, "refine_px": refine_px}})
+        _, report = run_pipeline_variant(s, None, detect_only=False)
+        return report.frames, report.wide_frames, sum(q.quality > 50 for q in (
+            e.candidate for e in report.emissions))
+
+    frames, wide, good = run(96)
+    frames_big, wide_big, good_big = run(512)
+    assert frames == frames_big
+    assert wide <= frames / 2 < wide_big
+    assert good_big >= good - 1
+
+
 def test_batches_serve_every_camera_in_turn(media: Callable[[str], Path]) -> None:
     """With more cameras than batch slots, no camera is starved of analysis."""
     url = str(media("intel_face-demographics-walking.mp4"))
