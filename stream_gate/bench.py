@@ -7,7 +7,10 @@ Variants run one after the other in this process, on the same sampled frames:
 - ``decode-only``: demux + decode every frame, no colour conversion (the floor);
 - ``detector-only``: decode + frame-wide detection of every sampled frame with the
   production settings (the bound);
-- ``pipeline``: the production path.
+- ``pipeline``: the production path;
+- ``naive-mirrored`` (on request): ``naive`` on the same frames flipped left-right. The
+  same pixels, so its best-shot parity with ``naive`` is the noise floor of that
+  measure: how far two equally valid runs of the baseline disagree.
 
 ``fps`` is source frames covered per second of wall time (decoded, or skipped undecoded
 as non-reference frames): how much video per second a variant gets through. Stage times
@@ -24,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +37,9 @@ from stream_gate.config import Settings
 from stream_gate.decode import Source, open_source
 from stream_gate.pipeline import STAGES, Pipeline, RunReport
 from stream_gate.track import iou_matrix
+from stream_gate.types import Frame
 
-VARIANTS = ("naive", "decode-only", "detector-only", "pipeline")
+VARIANTS = ("naive", "decode-only", "detector-only", "pipeline", "naive-mirrored")
 PARITY_FLOOR = 20.0  # naive tracks whose best crop scores below this have no usable face
 
 
@@ -122,9 +126,11 @@ def decode_only(settings: Settings, duration: float | None) -> VariantResult:
         frames_decoded=total, frames_analysed=0, wall_s=round(wall, 2))
 
 
-def run_pipeline_variant(settings: Settings, duration: float | None, detect_only: bool
+def run_pipeline_variant(settings: Settings, duration: float | None, detect_only: bool,
+                         transform: Callable[[Frame], Frame] | None = None
                          ) -> tuple[VariantResult, RunReport]:
-    pipeline = Pipeline(settings, [], None, collect=True, detect_only=detect_only)
+    pipeline = Pipeline(settings, [], None, collect=True, detect_only=detect_only,
+                        transform=transform)
     pipeline.check_sources()
     sampler = RssSampler()
     sampler.start()
@@ -159,6 +165,22 @@ def naive_settings(settings: Settings) -> Settings:
     for st in s.streams:
         st.score = st.select = None
     return s
+
+
+class Mirror:
+    """Flips frames left-right and maps a report's track boxes back to the originals."""
+
+    def __init__(self) -> None:
+        self.widths: dict[str, int] = {}
+
+    def __call__(self, frame: Frame) -> Frame:
+        self.widths[frame.stream_id] = frame.width
+        return replace(frame, image=np.ascontiguousarray(frame.image[:, ::-1]))
+
+    def unflip(self, report: RunReport) -> None:
+        for t in report.tracks.values():
+            w = self.widths[t.stream_id]
+            t.boxes = {i: (w - x2, y1, w - x1, y2) for i, (x1, y1, x2, y2) in t.boxes.items()}
 
 
 def best_shot_parity(naive: RunReport, pipe: RunReport, floor: float = PARITY_FLOOR
@@ -231,16 +253,24 @@ def run_bench(settings: Settings, variants: list[str], duration: float | None,
         if name == "decode-only":
             results[name] = decode_only(cfg, duration)
             continue
-        if name == "naive":
+        mirror = Mirror() if name == "naive-mirrored" else None
+        if name.startswith("naive"):
             cfg = naive_settings(cfg)
         results[name], reports[name] = run_pipeline_variant(
-            cfg, duration, detect_only=name.startswith("detector-only"))
+            cfg, duration, detect_only=name.startswith("detector-only"), transform=mirror)
+        if mirror is not None:
+            mirror.unflip(reports[name])
     base = results.get("naive") or next(iter(results.values()))
     for r in results.values():
         r.ratio = round(r.fps / base.fps, 2) if base.fps else float("nan")
     out: dict[str, Any] = {"variants": {k: asdict(v) for k, v in results.items()}}
     if "naive" in reports and "pipeline" in reports:
         out["best_shot_parity"] = best_shot_parity(reports["naive"], reports["pipeline"])
+    if "naive" in reports and "naive-mirrored" in reports:
+        # Both ways: either run is an equally valid baseline for the other.
+        out["best_shot_parity_naive_mirrored"] = {
+            "mirrored_vs_naive": best_shot_parity(reports["naive"], reports["naive-mirrored"]),
+            "naive_vs_mirrored": best_shot_parity(reports["naive-mirrored"], reports["naive"])}
     if "naive" in reports and "pipeline-yunet" in reports:
         out["best_shot_parity_yunet"] = best_shot_parity(reports["naive"],
                                                          reports["pipeline-yunet"])
@@ -320,6 +350,11 @@ def format_table(result: dict[str, Any]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     text = "\n".join(lines)
     text += "\n(stage columns: ms per analysed frame; latency: ms decode -> published)"
+    if "best_shot_parity_naive_mirrored" in result:
+        m = result["best_shot_parity_naive_mirrored"]
+        a, b = m["mirrored_vs_naive"], m["naive_vs_mirrored"]
+        text += (f"\nnoise floor: naive on mirrored frames / naive best: min {a['min']}, mean "
+                 f"{a['mean']}; naive / naive-mirrored best: min {b['min']}, mean {b['mean']}")
     for key, variant in (("best_shot_parity", "pipeline"),
                          ("best_shot_parity_yunet", "pipeline-yunet")):
         if key in result:

@@ -66,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--duration", type=float, help="seconds per variant (loops files)")
     bench.add_argument("--fps", type=float, default=5.0, help="analysed frames/s per stream")
     bench.add_argument("--variants", default=",".join(("naive", "decode-only",
-                                                       "detector-only", "pipeline")))
+                                                       "detector-only", "pipeline")),
+                       help="comma-separated; also naive-mirrored: naive on the frames "
+                            "flipped left-right, the noise floor of best-shot parity")
     bench.add_argument("--capacity", action="store_true",
                        help="find the most cameras (paced loop://) sustained at --fps with "
                             "p95 latency <= --max-latency-ms")

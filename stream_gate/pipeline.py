@@ -110,6 +110,7 @@ class Pipeline:
         detect_only: bool = False,
         metrics: Metrics | None = None,
         on_tick: Callable[[], None] | None = None,
+        transform: Callable[[Frame], Frame] | None = None,
     ) -> None:
         self.settings = settings
         self.sinks = list(sinks)
@@ -132,6 +133,7 @@ class Pipeline:
         self._turn = 0  # which stream _gather serves first
         self.metrics = metrics
         self.on_tick = on_tick  # called once per loop turn, in this thread (config reload)
+        self.transform = transform  # applied to every frame first (bench: mirrored input)
         self._attach_metrics()
 
     def _new_stream(self, sid: str) -> _Stream:
@@ -290,6 +292,8 @@ class Pipeline:
         return now
 
     def _process(self, frames: list[Frame]) -> None:
+        if self.transform is not None:
+            frames = [self.transform(f) for f in frames]
         if self.detect_only:
             t = time.perf_counter()
             dets = self.finder.detector.detect([f.image for f in frames])

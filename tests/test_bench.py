@@ -35,6 +35,25 @@ def test_bench_json_has_every_field_for_every_variant(media: Callable[[str], Pat
     assert all(r["naive_best"] >= 20 and r["face_px"] > 0 for r in rows)
 
 
+@pytest.mark.slow
+def test_naive_on_mirrored_frames_measures_the_parity_noise_floor(
+        media: Callable[[str], Path]) -> None:
+    """naive-mirrored sees the same pixels flipped: every track maps back onto one of
+    naive's (boxes unflipped) and parity both ways comes out in the JSON. Not near 1 on
+    these small faces: that disagreement is what the variant measures."""
+    res = run_cli("--log-level", "warning", "bench", "--json", "--variants",
+                  "naive,naive-mirrored",
+                  "--source", str(media("intel_face-demographics-walking.mp4")))
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert set(out["variants"]) == {"naive", "naive-mirrored"}
+    floor = out["best_shot_parity_naive_mirrored"]
+    assert floor["mirrored_vs_naive"]["tracks"] + floor["naive_vs_mirrored"]["tracks"] >= 1
+    for way in ("mirrored_vs_naive", "naive_vs_mirrored"):
+        rows = floor[way]["per_track"]
+        assert all(r["pipeline"] > 0 for r in rows), floor  # 0: no track matched its mirror
+
+
 def test_bench_rejects_unknown_variant() -> None:
     res = run_cli("bench", "--variants", "naive,turbo")
     assert res.returncode == 2
