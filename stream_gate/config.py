@@ -102,7 +102,7 @@ class ScoreConfig(_Section):
     model: str = "cr-fiqa-s"
     threads: Annotated[int, Field(ge=0, le=256)] = 0
     min_det_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
-    min_eye_px: Annotated[float, Field(ge=0)] = 6.0
+    min_eye_px: Annotated[float, Field(ge=0)] = 4.0
     max_yaw_deg: Annotated[float, Field(gt=0, le=90)] = 90.0
     max_per_track_hz: Annotated[float, Field(ge=0)] = 0.0
 
