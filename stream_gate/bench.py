@@ -41,6 +41,7 @@ from stream_gate.types import Frame
 
 VARIANTS = ("naive", "decode-only", "detector-only", "pipeline", "naive-mirrored")
 PARITY_FLOOR = 20.0  # naive tracks whose best crop scores below this have no usable face
+WARM_UP_S = 2.0
 
 
 @dataclass
@@ -238,6 +239,14 @@ def with_yunet(settings: Settings, path: Path) -> Settings:
     return s
 
 
+def warm_up(settings: Settings, seconds: float = WARM_UP_S) -> None:
+    """An untimed run of ``naive`` first, so that the first timed variant does not pay
+    the process's one-time costs alone (libraries, thread pools, the first touch of
+    naive's ~1 GB of buffers): whichever variant ran first was 5-20 % slower."""
+    print("bench: warming up ...", flush=True, file=sys.stderr)
+    Pipeline(naive_settings(settings), [], None).run(seconds)
+
+
 def run_bench(settings: Settings, variants: list[str], duration: float | None,
               yunet: Path | None = None) -> dict[str, Any]:
     """Run ``variants`` one after the other; with ``yunet``, also the detector-only and
@@ -248,6 +257,7 @@ def run_bench(settings: Settings, variants: list[str], duration: float | None,
     if yunet is not None:
         runs += [(f"{name}-yunet", with_yunet(settings, yunet)) for name in variants
                  if name in ("detector-only", "pipeline")]
+    warm_up(settings)
     for name, cfg in runs:
         print(f"bench: running {name} ...", flush=True, file=sys.stderr)
         if name == "decode-only":
