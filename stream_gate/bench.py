@@ -163,6 +163,7 @@ def naive_settings(settings: Settings) -> Settings:
     s.score.min_det_score = 0.0
     s.score.min_eye_px = 0.0
     s.score.max_yaw_deg = 90.0
+    s.score.max_per_track_hz = 0.0
     for st in s.streams:
         st.score = st.select = None
     return s

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from stream_gate.bench import run_pipeline_variant
+from stream_gate.bench import naive_settings, run_pipeline_variant
 from stream_gate.config import load_settings
 
 
@@ -28,3 +28,14 @@ def test_scoring_cap_scores_less_and_emits_the_same_people(media: Callable[[str]
     assert people2 == people  # every person still gets a best shot
     for tid, n in per_track.items():  # at most 2 per second of the track's life, +1
         assert n <= 2 * spans[tid] + 1, (tid, n, spans[tid])
+
+
+def test_bench_naive_scores_every_face_even_when_the_config_caps_scoring(
+        media: Callable[[str], Path]) -> None:
+    s = load_settings(None, {
+        "score": {"max_per_track_hz": 1.0},
+        "streams": [{"id": "walk", "url": str(media("intel_face-demographics-walking.mp4"))}]})
+    _, naive = run_pipeline_variant(naive_settings(s), None, detect_only=False)
+    _, capped = run_pipeline_variant(s, None, detect_only=False)
+    assert capped.capped > 0
+    assert naive.capped == 0 and naive.scored == naive.faces
