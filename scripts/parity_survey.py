@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Best-shot parity of the pipeline on every video of a folder, next to its noise floor.
 
-For each video (sampled at --fps): `naive`, `naive` on the frames flipped left-right, and
-the production `pipeline`, as in `stream-gate bench`. Prints per video the parity of the
+For each video (sampled at --fps), `stream-gate bench`'s `naive`, `naive-mirrored` (naive
+on the frames flipped left-right) and `pipeline`. Prints per video the parity of the
 pipeline with naive and of the mirrored naive with naive (both ways), then the totals
 over all tracks: how often the pipeline falls under 0.95 of naive's best shot, and how
 often the baseline does against its own mirror image. About 3 minutes for
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream_gate.bench import Mirror, best_shot_parity, naive_settings, run_pipeline_variant
+from stream_gate.bench import run_bench
 from stream_gate.config import load_settings
 from stream_gate.log import setup_logging
 
@@ -31,15 +31,10 @@ def main() -> None:
     ratios: dict[str, list[float]] = {"pipeline": [], "mirrored": [], "reverse": []}
     for video in sorted(f for f in args.folder.iterdir() if f.suffix in (".mp4", ".mkv")):
         s = load_settings(None, {"streams": [{"id": "v", "url": str(video), "fps": args.fps}]})
-        _, naive = run_pipeline_variant(naive_settings(s), None, detect_only=False)
-        mirror = Mirror()
-        _, mirrored = run_pipeline_variant(naive_settings(s), None, detect_only=False,
-                                           transform=mirror)
-        mirror.unflip(mirrored)
-        _, pipe = run_pipeline_variant(s, None, detect_only=False)
-        got = {"pipeline": best_shot_parity(naive, pipe),
-               "mirrored": best_shot_parity(naive, mirrored),
-               "reverse": best_shot_parity(mirrored, naive)}
+        result = run_bench(s, ["naive", "naive-mirrored", "pipeline"], None)
+        floor = result["best_shot_parity_naive_mirrored"]
+        got = {"pipeline": result["best_shot_parity"], "mirrored": floor["mirrored_vs_naive"],
+               "reverse": floor["naive_vs_mirrored"]}
         for k, res in got.items():
             ratios[k] += [r["ratio"] for r in res["per_track"]]
         print(f"{video.name}: {got['pipeline']['tracks']} tracks; pipeline min "
