@@ -9,8 +9,8 @@ batch. A face too small for that square to need shrinking is never enlarged: Cen
 misses most faces under 32 px once they are upscaled (11 of 14 on the 1080p crowd) and
 places the landmarks of those it finds worse. Its crop is ``refine_px`` of original
 pixels instead, on the full-resolution detector's stride grid, so the detector sees
-what it would see in the whole frame (landmarks within ~3 % of the face size of the
-full-frame detection, vs 6–8 % upscaled).
+what it would see in the whole frame (landmarks within 3–5 % of the face size of the
+full-frame detection for faces under 48 px, vs 6–8 % upscaled).
 
 The same call serves the frames between two frame-wide detections: the tracker's
 predicted boxes are refined instead of detecting the whole frame (detection every k-th
