@@ -10,6 +10,7 @@ difference in quality is noise the best-shot parity of `bench` cannot get below.
 N(0, 0.5 px) per coordinate (4 seeded draws a face): how much sub-pixel landmark noise
 alone moves the score.
 Usage: .venv/bin/python scripts/alignment_noise.py VIDEO [--sizes 64,96,128,192]
+       [--model cr-fiqa-s | path/to/manifest.json]
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ def main() -> None:
     p.add_argument("video", type=Path)
     p.add_argument("--sizes", default="64,96,128,192", help="refinement crop sides")
     p.add_argument("--frames", type=int, default=40, help="frames to use (every 5th)")
+    p.add_argument("--model", default="cr-fiqa-s", help="quality model: name or manifest path")
     args = p.parse_args()
     full = make_detector(DetectConfig(precision="fp32", max_side=4096))
     refiners = {int(s): Refiner(make_detector(DetectConfig(), precise=True), int(s))
                 for s in args.sizes.split(",")}
-    scorer = make_scorer(ScoreConfig())
+    scorer = make_scorer(ScoreConfig(model=args.model))
     rng = np.random.default_rng(0)
     with av.open(str(args.video)) as c:
         frames = [f.to_ndarray(format="bgr24") for i, f in enumerate(c.decode(video=0))

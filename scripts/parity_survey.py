@@ -8,6 +8,7 @@ over all tracks: how often the pipeline falls under 0.95 of naive's best shot, a
 often the baseline does against its own mirror image. About 3 minutes for
 ../shared/data/media on a 2-core machine.
 Usage: .venv/bin/python scripts/parity_survey.py ../shared/data/media [--fps 5]
+       [--config FILE.toml]   (e.g. ``[score] model = "path/to/manifest.json"``)
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("folder", type=Path)
     p.add_argument("--fps", type=float, default=5.0)
+    p.add_argument("--config", type=Path, help="TOML file over the defaults")
     args = p.parse_args()
     setup_logging("warning")
     ratios: dict[str, list[float]] = {"pipeline": [], "mirrored": [], "reverse": []}
     for video in sorted(f for f in args.folder.iterdir() if f.suffix in (".mp4", ".mkv")):
-        s = load_settings(None, {"streams": [{"id": "v", "url": str(video), "fps": args.fps}]})
+        s = load_settings(args.config, {"streams": [{"id": "v", "url": str(video), "fps": args.fps}]})
         result = run_bench(s, ["naive", "naive-mirrored", "pipeline"], None)
         floor = result["best_shot_parity_naive_mirrored"]
         got = {"pipeline": result["best_shot_parity"], "mirrored": floor["mirrored_vs_naive"],

@@ -20,6 +20,7 @@ from trainer.degrade import DEGRADATIONS, random_degradation  # noqa: E402
 from trainer.distill import loo_certainty_ratio  # noqa: E402
 from trainer.evaluate import DISCARD, edc, pauc  # noqa: E402
 from trainer.export import fit_calibration, isotonic  # noqa: E402
+from trainer.jitter import jitter_alignment, jitter_batch  # noqa: E402
 
 from .conftest import SHARED  # noqa: E402
 
@@ -59,6 +60,17 @@ def test_every_degradation_changes_the_image(face: np.ndarray) -> None:
         out = fn(face, 0.8, rng)
         assert out.shape == face.shape, kind
         assert np.abs(out.astype(int) - face.astype(int)).mean() > 1.0, kind
+
+
+def test_alignment_jitter_moves_the_face_more_with_sigma(face: np.ndarray) -> None:
+    assert np.array_equal(jitter_alignment(face, 0.0, np.random.default_rng(0)), face)
+    moved = [np.mean([np.abs(jitter_alignment(face, s, np.random.default_rng(k)).astype(int)
+                             - face).mean() for k in range(8)]) for s in (0.5, 1.0, 2.0)]
+    assert 0 < moved[0] < moved[1] < moved[2]
+    a = jitter_batch(np.stack([face, face]), 2.0, np.random.default_rng(3))
+    b = jitter_batch(np.stack([face, face]), 2.0, np.random.default_rng(3))
+    assert np.array_equal(a, b) and a.shape == (2, *face.shape)
+    assert not np.array_equal(a[0], a[1])  # each crop its own draw
 
 
 def test_certainty_ratio_hand_checked() -> None:

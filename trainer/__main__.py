@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--lr", type=float, default=None, help="default 2e-3 distill, 0.1 joint")
     tr.add_argument("--alpha", type=float, default=10.0)
     tr.add_argument("--threads", type=int, default=0)
+    tr.add_argument("--align-jitter", type=float, default=0.0,
+                    help="train on crops aligned from landmarks off by N(0, σ) px, "
+                         "σ ~ U(0, this) at template scale (e.g. 2; 0: off, as shipped)")
     tr.add_argument("--max-steps", type=int, default=None)
     tr.add_argument("--resume", action="store_true")
 
@@ -93,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         lr = args.lr if args.lr is not None else (2e-3 if args.mode == "distill" else 0.1)
         cfg = TrainConfig(mode=args.mode, backbone=args.backbone, emb_dim=args.emb_dim,
                           epochs=args.epochs, batch=args.batch, lr=lr, alpha=args.alpha,
-                          threads=args.threads, max_steps=args.max_steps)
+                          align_jitter_px=args.align_jitter, threads=args.threads,
+                          max_steps=args.max_steps)
         fn = train_distill if args.mode == "distill" else train_joint
         result = fn(args.data, args.out, cfg, resume=args.resume)
         print(json.dumps({k: v for k, v in result.items() if k != "history"}))

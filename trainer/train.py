@@ -24,6 +24,7 @@ from stream_gate.quality_model import to_model_input
 from trainer.data import load_prepared
 from trainer.degrade import random_degradation
 from trainer.distill import DistillSet
+from trainer.jitter import jitter_batch
 from trainer.nets import ArcFaceHead, QualityNet, cr_from_cosines
 
 
@@ -38,6 +39,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     alpha: float = 10.0
     seed: int = 0
+    align_jitter_px: float = 0.0  # landmark noise at template scale: σ ~ U(0, this); 0 = off
     threads: int = 0
     max_steps: int | None = None  # stop early (smoke tests)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -123,7 +125,8 @@ def train_distill(data: Path, out: Path, cfg: TrainConfig, resume: bool = False)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}")
         for b in bar:
             idx = np.sort(order[b * cfg.batch : (b + 1) * cfg.batch])
-            x = _batch_tensor(train_crops[idx], rng.random(len(idx)) < 0.5)
+            crops = jitter_batch(train_crops[idx], cfg.align_jitter_px, rng)
+            x = _batch_tensor(crops, rng.random(len(idx)) < 0.5)
             pred = model(x)[1]
             loss = cfg.alpha * loss_fn(pred, target[idx])
             opt.zero_grad(set_to_none=True)
@@ -191,6 +194,7 @@ def train_joint(prepared: Path, out: Path, cfg: TrainConfig, resume: bool = Fals
             imgs = np.stack([
                 random_degradation(np.asarray(crops[idx[i]]), int(rng.integers(1 << 31)),
                                    clean_prob=0.5)[0] for i in sel])
+            imgs = jitter_batch(imgs, cfg.align_jitter_px, rng)
             x = _batch_tensor(imgs, rng.random(len(sel)) < 0.5).to(device)
             y = torch.from_numpy(labels[sel]).to(device)
             emb, cr_pred = model(x)
