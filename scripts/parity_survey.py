@@ -32,7 +32,8 @@ def main() -> None:
     setup_logging("warning")
     ratios: dict[str, list[float]] = {"pipeline": [], "mirrored": [], "reverse": []}
     for video in sorted(f for f in args.folder.iterdir() if f.suffix in (".mp4", ".mkv")):
-        s = load_settings(args.config, {"streams": [{"id": "v", "url": str(video), "fps": args.fps}]})
+        stream = {"id": "v", "url": str(video), "fps": args.fps}
+        s = load_settings(args.config, {"streams": [stream]})
         result = run_bench(s, ["naive", "naive-mirrored", "pipeline"], None)
         floor = result["best_shot_parity_naive_mirrored"]
         got = {"pipeline": result["best_shot_parity"], "mirrored": floor["mirrored_vs_naive"],

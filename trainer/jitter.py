@@ -14,24 +14,26 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from stream_gate.align import ARCFACE_TEMPLATE, CROP_SIZE, umeyama
+from stream_gate.types import ImageBGR
 
-Image = npt.NDArray[np.uint8]
 
-
-def jitter_alignment(img: Image, sigma_px: float, rng: np.random.Generator) -> Image:
+def jitter_alignment(img: ImageBGR, sigma_px: float, rng: np.random.Generator
+                     ) -> ImageBGR:
     """``img`` (an aligned 112×112 crop) re-aligned from landmarks off by N(0, σ) px."""
     if sigma_px <= 0:
         return img
     noisy = ARCFACE_TEMPLATE + rng.normal(0.0, sigma_px, ARCFACE_TEMPLATE.shape)
     m = umeyama(noisy, ARCFACE_TEMPLATE)
+    # align_face pads with black (past the frame's edge); here the pixels just past the
+    # crop's edge exist in the frame, so repeating the edge is the closer picture.
     return cv2.warpAffine(img, m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-def jitter_batch(crops: Image, max_sigma_px: float, rng: np.random.Generator) -> Image:
+def jitter_batch(crops: ImageBGR, max_sigma_px: float, rng: np.random.Generator
+                 ) -> ImageBGR:
     """Each crop of an N×112×112×3 batch jittered with its own σ ~ U(0, ``max_sigma_px``)."""
     if max_sigma_px <= 0:
         return crops
