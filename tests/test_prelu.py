@@ -1,0 +1,85 @@
+"""The CPU runtime's PRelu rewrite: same scores, no PRelu left, and only where it is exact."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from stream_gate.align import align_face
+from stream_gate.config import DetectConfig
+from stream_gate.detect import make_detector
+from stream_gate.quality_model import CrFiqaScorer, to_model_input
+from stream_gate.runtime.prelu import split_prelu
+
+
+def _plain_session(model: onnx.ModelProto) -> ort.InferenceSession:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_quality_model_scores_real_faces_as_the_unrewritten_graph(
+        lfw_image: Callable[..., Path]) -> None:
+    """The served scorer (rewritten graph) gives the original graph's raw CR on real faces."""
+    detector = make_detector(DetectConfig(max_side=640, min_face_px=0))
+    crops = []
+    for person, n in (("Colin_Powell", 1), ("Aaron_Eckhart", 1), ("George_W_Bush", 2)):
+        photo = cv2.imread(str(lfw_image(person, n)))
+        found = detector.detect([photo])[0]
+        crops.append(align_face(photo, found.landmarks[int(np.argmax(found.scores))])[0])
+    crops.append(cv2.GaussianBlur(crops[0], (0, 0), 3.0))  # a poor one too
+    scorer = CrFiqaScorer()
+    served = scorer.score(crops, [np.zeros((5, 2), np.float32)] * len(crops)).raw
+
+    original = onnx.load(str(scorer.manifest.file))
+    assert sum(n.op_type == "PRelu" for n in original.graph.node) == 17
+    x = to_model_input(crops, scorer.manifest.mean, scorer.manifest.std)
+    reference = _plain_session(original).run(None, {"input": x})[0].reshape(-1)
+    np.testing.assert_allclose(served, reference, atol=1e-5)
+    assert reference.max() - reference.min() > 0.05  # the faces differ: not a constant
+
+    rewritten, done = split_prelu(original)
+    assert done == 17
+    assert not any(n.op_type == "PRelu" for n in rewritten.graph.node)
+    onnx.checker.check_model(rewritten)
+    assert getattr(scorer.model, "prelu_split", None) == 17  # the served graph is rewritten
+
+
+def _conv_prelu(slope: np.ndarray, extra_reader: bool = False) -> onnx.ModelProto:
+    """x -> Conv(3x3, 4 channels) -> PRelu(slope) [-> also a second output of the conv]."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(4, 2, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "b")
+    a = numpy_helper.from_array(slope.astype(np.float32), "a")
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1]),
+             helper.make_node("PRelu", ["y", "a"], ["z"])]
+    outputs = [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)]
+    if extra_reader:
+        outputs.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 2, 8, 8])], outputs, [w, b, a])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_rewrite_applies_only_where_it_is_exact() -> None:
+    x = np.random.default_rng(1).normal(size=(1, 2, 8, 8)).astype(np.float32)
+    cases = {
+        "per-channel slopes in [0, 1)": (np.array([0.0, 0.1, 0.5, 0.9]).reshape(4, 1, 1), False, 1),
+        "one shared slope": (np.array([0.25]), False, 1),
+        "a slope of 1.5 (1 - a < 0)": (np.array([0.2, 1.5, 0.2, 0.2]).reshape(4, 1, 1), False, 0),
+        "a negative slope": (np.array([-0.1]), False, 0),
+        "slopes along the width, not the channels": (np.full(8, 0.2), False, 0),
+        "the conv output is read elsewhere too": (np.array([0.25]), True, 0),
+    }
+    for what, (slope, extra, expect) in cases.items():
+        model = _conv_prelu(slope, extra)
+        rewritten, done = split_prelu(model)
+        assert done == expect, what
+        want = _plain_session(model).run(None, {"x": x})
+        got = _plain_session(rewritten).run(None, {"x": x})
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5, err_msg=what)
