@@ -62,6 +62,7 @@ class DetectConfig(_Section):
     threads: Annotated[int, Field(ge=0, le=256)] = 0
     refine_px: Annotated[int, Field(ge=0, le=512, multiple_of=32)] = 96
     every: Annotated[int, Field(ge=1, le=25)] = 3
+    every_still: Annotated[int, Field(ge=1, le=250)] = 15
     max_motion: Annotated[float, Field(gt=0)] = 0.5
 
     @model_validator(mode="after")
@@ -76,6 +77,14 @@ class DetectConfig(_Section):
         if self.every > 1 and self.refine_px == 0:
             raise ValueError("every > 1 needs refine_px > 0 (the frames between frame-wide "
                              "detections are re-detected around the tracked faces)")
+        return self
+
+    @model_validator(mode="after")
+    def _still_not_sooner(self) -> DetectConfig:
+        if self.every_still < self.every:
+            raise ValueError(f"every_still ({self.every_still}) must be >= every ({self.every}): "
+                             "it is how long a view without motion may wait; = every turns "
+                             "the motion check off")
         return self
 
 

@@ -2,7 +2,8 @@
 
 Detection is spent where it changes the outcome. Frames due for frame-wide detection
 (every ``detect.every``-th of a stream; sooner when a face moves fast, or when so many
-faces are tracked that refining them all would cost more than detecting the frame) are
+faces are tracked that refining them all would cost more than detecting the frame; later,
+up to ``detect.every_still``, while nothing moves outside the tracked faces) are
 detected in one batch at the scale ``min_face_px`` needs. Small faces found there, and the
 tracked faces of every other frame, are detected again on full-resolution crops
 (refine.py). Each stream's tracker then takes its frames in order.
@@ -19,6 +20,7 @@ import numpy as np
 
 from stream_gate.config import DetectConfig, RuntimeConfig, TrackConfig
 from stream_gate.detect import make_detector
+from stream_gate.motion import MotionCheck
 from stream_gate.refine import CONTEXT, Refiner, merge
 from stream_gate.runtime import device_of
 from stream_gate.track import Tracker
@@ -48,10 +50,12 @@ class UnitCost:
 
 @dataclass
 class StreamTracking:
-    """One stream's tracker, and its analysed frames since the last frame-wide pass."""
+    """One stream's tracker, its analysed frames since the last frame-wide pass, and what
+    its view looked like then (for the motion check)."""
 
     tracker: Tracker
     since_wide: int
+    motion: MotionCheck
 
 
 class FaceFinder:
@@ -76,19 +80,24 @@ class FaceFinder:
 
     def new_stream(self, cfg: TrackConfig) -> StreamTracking:
         """Tracking state for a new stream: its first frame is detected frame-wide."""
-        return StreamTracking(Tracker(cfg), since_wide=self.cfg.every)
+        return StreamTracking(Tracker(cfg), since_wide=self.cfg.every,
+                              motion=MotionCheck(self.cfg.min_face_px))
 
-    def _wide_due(self, st: StreamTracking) -> bool:
-        """Whether this stream's next frame gets frame-wide detection (else refinement).
+    def _wide_due(self, st: StreamTracking, frame: Frame) -> bool:
+        """Whether this stream's frame gets frame-wide detection (else refinement).
 
         Frame-wide on every ``detect.every``-th sampled frame (new faces are found
-        there); sooner when a tracked face moves so fast that its next position may
-        fall outside the refinement window, or when refining every tracked face would
-        take longer than detecting the frame whole (a dense crowd), by the running costs
-        of both measured in this process.
+        there) unless nothing moved outside the tracked faces since the last one (then
+        it waits, up to ``every_still`` frames); sooner when a tracked face moves so
+        fast that its next position may fall outside the refinement window, or when
+        refining every tracked face would take longer than detecting the frame whole
+        (a dense crowd), by the running costs of both measured in this process.
         """
-        if self.refiner is None or st.since_wide + 1 >= self.cfg.every:
+        if self.refiner is None:
             return True
+        if st.since_wide + 1 >= self.cfg.every:
+            return st.since_wide + 1 >= self.cfg.every_still or st.motion.moved(
+                frame.image, st.tracker.predicted_boxes())
         if st.tracker.max_motion() > self.cfg.max_motion:
             return True
         wide, face = self.wide_cost.each, self.refine_cost.each
@@ -107,8 +116,10 @@ class FaceFinder:
         plan: list[bool] = []
         for f in frames:
             st = streams[f.stream_id]
-            wide = self._wide_due(st)
+            wide = self._wide_due(st, f)
             st.since_wide = 0 if wide else st.since_wide + 1
+            if wide and self.cfg.every_still > self.cfg.every:
+                st.motion.reset(f.image)
             plan.append(wide)
         wide_idx = [i for i, w in enumerate(plan) if w]
         self.wide_frames += len(wide_idx)

@@ -1,0 +1,77 @@
+"""The motion check: an idle view skips frame-wide detection, a face walking in does not."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from stream_gate.bench import run_pipeline_variant
+from stream_gate.config import load_settings
+from stream_gate.errors import ConfigError
+from stream_gate.motion import MotionCheck
+
+WALK = "intel_face-demographics-walking.mp4"  # 480×270, 12 fps: empty hall, then two people
+
+
+def _hold_then_play(src: Path, out: Path, hold_s: float) -> int:
+    """``src`` with its first frame (the empty hall) held ``hold_s`` seconds first, as a
+    fixed camera sees an idle view; returns how many frames are held."""
+    with av.open(str(src)) as c:
+        frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+        fps = int(c.streams.video[0].average_rate)
+    held = round(hold_s * fps)
+    with av.open(str(out), "w") as dst:
+        stream = dst.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        stream.options = {"crf": "18"}
+        for image in [frames[0]] * held + frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                dst.mux(packet)
+        for packet in stream.encode():
+            dst.mux(packet)
+    return held
+
+
+def test_idle_view_waits_and_walking_in_is_found_as_without_the_check(
+        media: Callable[[str], Path], tmp_path: Path) -> None:
+    video = tmp_path / "idle_then_walk.mp4"
+    _hold_then_play(media(WALK), video, hold_s=4.0)
+    runs = {}
+    for still in (3, 15):  # every_still = every (3): the check is off
+        settings = load_settings(None, {"streams": [{"id": "cam1", "url": str(video), "fps": 5.0}],
+                                        "detect": {"every": 3, "every_still": still}})
+        runs[still] = run_pipeline_variant(settings, None, detect_only=False)[1]
+    off, on = runs[3], runs[15]
+    assert off.frames == on.frames >= 30
+    # 4 s idle at 5 fps = 20 analysed frames: 7 frame-wide passes without the check, 2 with.
+    assert on.wide_frames <= off.wide_frames - 4, (on.wide_frames, off.wide_frames)
+    # The people walking in are found and their best crops are as good.
+    def best(report: object) -> list[float]:
+        return sorted(round(t.best_quality) for t in report.tracks.values()  # type: ignore[attr-defined]
+                      if t.emitted)
+    assert len(best(off)) == 2, best(off)
+    assert len(best(on)) == 2, best(on)
+    assert np.allclose(best(on), best(off), atol=3), (best(on), best(off))
+
+
+def test_changes_inside_tracked_faces_do_not_count(media: Callable[[str], Path]) -> None:
+    with av.open(str(media(WALK))) as c:
+        frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    check = MotionCheck(min_face_px=16.0)
+    check.reset(frames[0])
+    assert not check.moved(frames[0].copy(), [])  # the same view: nothing moved
+    later = frames[0].copy()
+    later[100:140, 200:232] = 255 - later[100:140, 200:232]  # a 32×40 change ...
+    assert check.moved(later, [])
+    box = np.array([200, 100, 232, 140], np.float32)
+    assert not check.moved(later, [box])  # ... where a tracked face is
+    assert check.moved(frames[-1], [])  # two people walked in
+
+
+def test_every_still_cannot_be_sooner_than_every() -> None:
+    with pytest.raises(ConfigError, match="every_still"):
+        load_settings(None, {"detect": {"every": 4, "every_still": 2}})
