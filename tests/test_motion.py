@@ -26,7 +26,8 @@ def _hold_then_play(src: Path, out: Path, hold_s: float) -> int:
     held = round(hold_s * fps)
     with av.open(str(out), "w") as dst:
         stream = dst.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "18"}
         for image in [frames[0]] * held + frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
