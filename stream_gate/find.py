@@ -95,9 +95,10 @@ class FaceFinder:
         """
         if self.refiner is None:
             return True
-        if st.since_wide + 1 >= self.cfg.every:
-            return st.since_wide + 1 >= self.cfg.every_still or st.motion.moved(
-                frame.image, st.tracker.predicted_boxes())
+        due = st.since_wide + 1
+        if due >= self.cfg.every and (due >= self.cfg.every_still or st.motion.moved(
+                frame.image, st.tracker.predicted_boxes())):
+            return True
         if st.tracker.max_motion() > self.cfg.max_motion:
             return True
         wide, face = self.wide_cost.each, self.refine_cost.each
