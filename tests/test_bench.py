@@ -33,6 +33,10 @@ def test_bench_json_has_every_field_for_every_variant(media: Callable[[str], Pat
     assert set(out["variants"]["pipeline"]["stage_ms"]) == {
         "decode", "detect", "refine", "track", "align", "score", "select", "publish"}
     assert out["variants"]["naive"]["faces_per_s"] > 0
+    v = out["variants"]
+    # naive detects every analysed frame whole; the pipeline only some of them.
+    assert v["naive"]["wide_frames"] == v["naive"]["frames_analysed"] > 0
+    assert 0 < v["pipeline"]["wide_frames"] < v["pipeline"]["frames_analysed"]
     parity = out["best_shot_parity"]
     assert parity["tracks"] >= 1 and 0 <= parity["min"] <= parity["mean"] <= 1
     assert parity["floor"] == 20 and parity["below_floor"] >= 0
