@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from stream_gate.bench import run_pipeline_variant
-from stream_gate.config import load_settings
+from stream_gate.config import DetectConfig, RuntimeConfig, TrackConfig, load_settings
 from stream_gate.errors import ConfigError
+from stream_gate.find import FaceFinder
 from stream_gate.motion import MotionCheck
+from stream_gate.types import Detections, Frame
 
 WALK = "intel_face-demographics-walking.mp4"  # 480×270, 12 fps: empty hall, then two people
 
@@ -76,3 +78,27 @@ def test_changes_inside_tracked_faces_do_not_count(media: Callable[[str], Path])
 def test_every_still_cannot_be_sooner_than_every() -> None:
     with pytest.raises(ConfigError, match="every_still"):
         load_settings(None, {"detect": {"every": 4, "every_still": 2}})
+
+
+def test_a_fast_face_in_a_still_view_still_gets_frame_wide_detection(
+        media: Callable[[str], Path]) -> None:
+    """Nothing moves outside the tracked face, but the face itself moves most of its size
+    per frame: the next frame is detected whole (it may leave its refinement window)."""
+    with av.open(str(media(WALK))) as c:
+        hall = next(iter(c.decode(video=0))).to_ndarray(format="bgr24")
+    finder = FaceFinder(DetectConfig(every=3, every_still=15), RuntimeConfig())
+    st = finder.new_stream(TrackConfig())
+    st.motion.reset(hall)
+    marks = np.zeros((1, 5, 2), np.float32)
+    for step, x in enumerate((100.0, 130.0, 160.0, 190.0)):  # 30 px a frame, 40-px face
+        box = np.array([[x, 100.0, x + 40.0, 140.0]], np.float32)
+        st.tracker.step(Detections(box, np.array([0.9], np.float32), marks), step * 0.2)
+    assert st.tracker.max_motion() > finder.cfg.max_motion
+    frame = Frame(stream_id="s", index=5, pts=0, t=1.0, wall_ms=0, image=hall)
+    st.since_wide = 2  # frame-wide pass due by `every`, but the view is still
+    assert not st.motion.moved(hall, st.tracker.predicted_boxes())
+    assert finder._wide_due(st, frame)
+    slow = finder.new_stream(TrackConfig())
+    slow.motion.reset(hall)
+    slow.since_wide = 2
+    assert not finder._wide_due(slow, frame)  # no track, nothing moved: it waits
