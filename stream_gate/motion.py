@@ -8,8 +8,8 @@ compares a thumbnail of the frame (``THUMB_SIDE`` px on its longer side, area-av
 so sensor noise and compression flicker average out) with the thumbnail taken at the
 last frame-wide detection, pixel by pixel, and counts the thumbnail pixels that changed
 by more than ``LEVEL`` grey levels outside the tracked faces, grown by half their size.
-``MIN_PIXELS`` such pixels are about a quarter of the smallest face the detector looks
-for (``detect.min_face_px``), at the thumbnail's scale.
+A quarter of the area of the smallest face the detector looks for
+(``detect.min_face_px``), at the thumbnail's scale, counts as motion (2 pixels for 1080p).
 """
 
 from __future__ import annotations
