@@ -29,10 +29,16 @@ GROW = 0.5  # tracked faces masked out with half their size around them
 Thumb = npt.NDArray[np.int16]
 
 
+def thumb_scale(image: ImageBGR) -> float:
+    """Thumbnail pixels per frame pixel (frames smaller than the thumbnail stay as they are)."""
+    h, w = image.shape[:2]
+    return min(1.0, THUMB_SIDE / float(max(h, w)))
+
+
 def thumbnail(image: ImageBGR) -> tuple[Thumb, float]:
     """The frame's grey thumbnail and its scale (thumbnail px per frame px)."""
     h, w = image.shape[:2]
-    scale = min(1.0, THUMB_SIDE / max(h, w))
+    scale = thumb_scale(image)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)  # first: 0.9 vs 1.9 ms a 1080p frame
     small = cv2.resize(grey, size, interpolation=cv2.INTER_AREA) if scale < 1 else grey
@@ -74,7 +80,5 @@ class MotionCheck:
 
     def moved(self, image: ImageBGR, tracked: Sequence[FloatArray]) -> bool:
         """Whether a face could have appeared outside the tracked ones since the reference."""
-        h, w = image.shape[:2]
-        scale = min(1.0, THUMB_SIDE / max(h, w))
-        min_pixels = max(1, round(0.25 * float(self.min_face_px * scale) ** 2))
+        min_pixels = max(1, round(0.25 * float(self.min_face_px * thumb_scale(image)) ** 2))
         return self.changed_pixels(image, tracked) >= min_pixels
