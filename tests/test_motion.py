@@ -14,6 +14,7 @@ from stream_gate.config import DetectConfig, RuntimeConfig, TrackConfig, load_se
 from stream_gate.errors import ConfigError
 from stream_gate.find import FaceFinder
 from stream_gate.motion import MotionCheck
+from stream_gate.pipeline import RunReport
 from stream_gate.types import Detections, Frame
 
 WALK = "intel_face-demographics-walking.mp4"  # 480×270, 12 fps: empty hall, then two people
@@ -53,8 +54,8 @@ def test_idle_view_waits_and_walking_in_is_found_as_without_the_check(
     # 4 s idle at 5 fps = 20 analysed frames: 7 frame-wide passes without the check, 2 with.
     assert on.wide_frames <= off.wide_frames - 4, (on.wide_frames, off.wide_frames)
     # The people walking in are found and their best crops are as good.
-    def best(report: object) -> list[float]:
-        return sorted(round(t.best_quality) for t in report.tracks.values()  # type: ignore[attr-defined]
+    def best(report: RunReport) -> list[float]:
+        return sorted(round(t.best_quality) for t in report.tracks.values()
                       if t.emitted)
     assert len(best(off)) == 2, best(off)
     assert len(best(on)) == 2, best(on)
