@@ -93,6 +93,7 @@ class RuntimeConfig(_Section):
     ort_spin: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     half: bool = True
+    cuda_graphs: bool = True
     trt_int8: bool = False
     engine_cache: Path = Path("~/.cache/stream-gate/engines")
 

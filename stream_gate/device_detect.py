@@ -14,16 +14,21 @@ the onnxruntime path).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from stream_gate.detect import CenterFaceDetector, FaceDetector, Letterbox, input_size
-from stream_gate.device_stages import resize_like_opencv, upload_frames
+from stream_gate.device_stages import resize_like_opencv, upload_frames, warm_model
 from stream_gate.errors import ModelError
 from stream_gate.runtime import device_of
 from stream_gate.types import Detections, FloatArray, ImageBGR
+
+Cells = npt.NDArray[np.intp]
+Peaks = tuple[Cells, Cells, FloatArray, FloatArray, FloatArray, FloatArray]
 
 
 class DeviceCenterFaceDetector(CenterFaceDetector):
@@ -45,21 +50,28 @@ class DeviceCenterFaceDetector(CenterFaceDetector):
 
     def letterbox(self, frames: Sequence[torch.Tensor]
                   ) -> tuple[torch.Tensor, list[Letterbox]]:
-        """Resize (area) into one zero-padded NCHW RGB float batch; how each frame sits."""
+        """Resize (area) into one zero-padded NCHW RGB float batch; how each frame sits.
+        Frames of one size (a camera's) are resized together, in one call."""
         sizes = [input_size(f.shape[0], f.shape[1], self.side(f.shape[0], f.shape[1]))
                  for f in frames]
         bh, bw = max(s[0] for s in sizes), max(s[1] for s in sizes)
         batch = torch.zeros((len(frames), 3, bh, bw), device=self.device,
                             dtype=self.dtype)
-        scales: list[Letterbox] = []
-        for i, (f, (_, _, s)) in enumerate(zip(frames, sizes, strict=True)):
-            h, w = f.shape[:2]
+        scales: list[Letterbox] = [Letterbox(1.0, 1.0)] * len(frames)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, f in enumerate(frames):
+            by_shape.setdefault(tuple(f.shape), []).append(i)
+        for idx in by_shape.values():
+            h, w = frames[idx[0]].shape[:2]
+            s = sizes[idx[0]][2]
             nh, nw = max(1, round(h * s)), max(1, round(w * s))
+            stack = torch.stack([frames[i] for i in idx]).permute(0, 3, 1, 2).flip(1)
             # Resized exactly as OpenCV does on the CPU path, so both paths see the same
             # pixels (a borderline face otherwise tips NMS the other way).
-            x = resize_like_opencv(f.permute(2, 0, 1).flip(0).float(), nh, nw)  # -> RGB
-            batch[i, :, :nh, :nw] = x.to(batch.dtype)
-            scales.append(Letterbox(nw / w, nh / h))
+            x = resize_like_opencv(stack.float(), nh, nw)  # -> RGB
+            batch[idx, :, :nh, :nw] = x.to(batch.dtype)
+            for i in idx:
+                scales[i] = Letterbox(nw / w, nh / h)
         return batch, scales
 
     def detect(self, images: Sequence[ImageBGR]) -> list[Detections]:
@@ -70,19 +82,23 @@ class DeviceCenterFaceDetector(CenterFaceDetector):
         if not frames:
             return []
         batch, scales = self.letterbox(frames)
-        heat, scale, offset, lms = self.model.infer_tensor(batch)  # type: ignore[attr-defined]
-        return [self.to_frame(*self._decode_on_device(heat[i], scale[i], offset[i], lms[i]),
-                              scales[i], tuple(f.shape[:2])) for i, f in enumerate(frames)]
+        warm_model(self.model, tuple(batch.shape[1:]), self.cfg.batch_size)
+        heads = self.model.infer_tensor(batch)  # type: ignore[attr-defined]
+        return [self.to_frame(*self.decode_peaks(*peaks), scales[i], tuple(f.shape[:2]))
+                for i, (f, peaks) in enumerate(zip(frames, self._peaks(*heads), strict=True))]
 
-    def _decode_on_device(self, heat: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
-                          lms: torch.Tensor) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """The heatmap is thresholded on the device; only the cells above it (their head
-        values) come back, for :meth:`CenterFaceDetector.decode_peaks` on the host."""
-        ys, xs = torch.nonzero(heat[0] > self.cfg.score_threshold, as_tuple=True)
-
-        def host(t: torch.Tensor) -> FloatArray:
-            return np.asarray(t.cpu().numpy(), np.float32)
-
-        return self.decode_peaks(ys.cpu().numpy(), xs.cpu().numpy(), host(heat[0, ys, xs]),
-                                 host(scale[:, ys, xs]), host(offset[:, ys, xs]),
-                                 host(lms[:, ys, xs]))
+    def _peaks(self, heat: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
+               lms: torch.Tensor) -> list[Peaks]:
+        """The heatmaps are thresholded on the device; only the cells above it (their
+        head values, for :meth:`CenterFaceDetector.decode_peaks`) come back, for the whole
+        batch in two copies."""
+        bs, ys, xs = torch.nonzero(heat[:, 0] > self.cfg.score_threshold, as_tuple=True)
+        values = torch.cat([heat[bs, :, ys, xs], scale[bs, :, ys, xs], offset[bs, :, ys, xs],
+                            lms[bs, :, ys, xs]], dim=1).cpu().numpy().astype(np.float32)
+        where = torch.stack([bs, ys, xs]).cpu().numpy()
+        ends = np.searchsorted(where[0], np.arange(heat.shape[0] + 1))  # row-major: sorted
+        out: list[Peaks] = []
+        for a, b in itertools.pairwise(ends):
+            v = values[a:b].T
+            out.append((where[1, a:b], where[2, a:b], v[0], v[1:3], v[3:5], v[5:]))
+        return out

@@ -10,6 +10,7 @@ the scores come back.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,11 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stream_gate.align import CROP_SIZE
 from stream_gate.batch_align import align_batch
 from stream_gate.errors import ModelError
 from stream_gate.quality_model import CrFiqaScorer
 from stream_gate.refine import Refiner
 from stream_gate.runtime import device_of
+from stream_gate.runtime.cuda_graphs import MAX_BATCH
 from stream_gate.types import Detections, FloatArray, ImageBGR, Scores
 
 
@@ -40,6 +43,14 @@ def upload_frames(images: Sequence[ImageBGR], device: torch.device) -> list[torc
     return out
 
 
+def warm_model(model: Any, item_shape: tuple[int, ...], up_to: int) -> None:
+    """Warm ``model`` up for batches of 1..``up_to`` items of ``item_shape`` where its
+    engine needs it (the torch engine on a GPU: see TorchModel.warm)."""
+    warm = getattr(model, "warm", None)
+    if warm is not None:
+        warm(item_shape, up_to)
+
+
 class DeviceAlignScore:
     """Batched alignment + CR-FIQA scoring of faces on frames already on the device."""
 
@@ -49,6 +60,7 @@ class DeviceAlignScore:
             raise ModelError(f"{scorer.name}: the quality model does not run on a torch device")
         self.scorer = scorer
         self.model: Any = scorer.model
+        warm_model(self.model, (3, CROP_SIZE, CROP_SIZE), MAX_BATCH)
 
     def crops(self, frames: Sequence[torch.Tensor], faces: Sequence[tuple[int, FloatArray]]
               ) -> torch.Tensor:
@@ -79,9 +91,11 @@ class DeviceAlignScore:
         return list(host), Scores(raw=raw, quality=m.calibration(raw))
 
 
+@functools.lru_cache(maxsize=64)
 def area_weights(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
     """n_out × n_in matrix of OpenCV's INTER_AREA shrink: each output pixel averages the
-    input span it covers, with fractional weights at the span's ends."""
+    input span it covers, with fractional weights at the span's ends (cached: a camera's
+    frames are all one size)."""
     scale = n_in / n_out
     lo = torch.arange(n_out, dtype=torch.float64) * scale
     j = torch.arange(n_in, dtype=torch.float64)
@@ -91,45 +105,66 @@ def area_weights(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
 
 
 def resize_like_opencv(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """A C×H×W float image resized to h×w as the CPU path's ``cv2.resize`` does it: area
-    averaging when shrinking (as two small matrix products), bilinear when growing;
-    rounded to whole grey levels like OpenCV's uint8 output."""
-    if x.shape[1] == h and x.shape[2] == w:
+    """A C×H×W (or N×C×H×W) float image resized to h×w as the CPU path's ``cv2.resize``
+    does it: area averaging when shrinking (as two small matrix products), bilinear when
+    growing; rounded to whole grey levels like OpenCV's uint8 output."""
+    in_h, in_w = x.shape[-2:]
+    if in_h == h and in_w == w:
         return x
-    if x.shape[1] >= h and x.shape[2] >= w:
-        if x.shape[1] % h == 0 and x.shape[2] % w == 0:  # whole factors: OpenCV's fast path
-            out = F.avg_pool2d(x[None], (x.shape[1] // h, x.shape[2] // w))[0]
+    batched = x if x.dim() == 4 else x[None]
+    if in_h >= h and in_w >= w:
+        if in_h % h == 0 and in_w % w == 0:  # whole factors: OpenCV's fast path
+            out = F.avg_pool2d(batched, (in_h // h, in_w // w))
         else:
-            out = area_weights(x.shape[1], h, x.device) @ x @ \
-                area_weights(x.shape[2], w, x.device).T
+            out = area_weights(in_h, h, x.device) @ batched @ \
+                area_weights(in_w, w, x.device).T
     else:
-        out = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-    return out.add_(0.5).floor_().clamp_(0, 255)
+        out = F.interpolate(batched, size=(h, w), mode="bilinear", align_corners=False)
+    out = out.add_(0.5).floor_().clamp_(0, 255)
+    return out if x.dim() == 4 else out[0]
 
 
 class DeviceRefiner(Refiner):
     """Refinement with its crops cut and resized on the device from the uploaded frames;
-    only the crops' small output maps come back to be decoded."""
+    only the crops' small output maps come back to be decoded. Crops of one size from
+    frames of one size (in a crowd most faces are small and get the same ``size``-px
+    window) are cut with one gather and resized with one call, not face by face."""
 
     def refine(self, jobs: Sequence[tuple[ImageBGR, FloatArray]],
                on_device: Sequence[Any] | None = None) -> list[Detections]:
         if on_device is None or not jobs:
             return super().refine(jobs)
         model: Any = self.detector.model
+        warm_model(model, (3, self.size, self.size), MAX_BATCH)
         batch = torch.empty((len(jobs), 3, self.size, self.size), device=model.device,
                             dtype=model.dtype)
-        where: list[tuple[float, int, int]] = []
-        for i, ((_, box), frame) in enumerate(zip(jobs, on_device, strict=True)):
-            side, x0, y0 = self.window(box)
-            h, w = frame.shape[:2]
-            region = frame[max(y0, 0):min(y0 + side, h), max(x0, 0):min(x0 + side, w)]
-            x = region.permute(2, 0, 1).float()
-            # Black outside the frame, as the CPU path pads (left, right, top, bottom).
-            x = F.pad(x, (max(-x0, 0), side - x.shape[2] - max(-x0, 0),
-                          max(-y0, 0), side - x.shape[1] - max(-y0, 0)))
-            x = resize_like_opencv(x, self.size, self.size)
-            batch[i] = (x.flip(0) if self.detector.rgb else x).to(batch.dtype)
-            where.append((self.size / side, x0, y0))
+        windows = [self.window(box) for _, box in jobs]
+        groups: dict[tuple[tuple[int, ...], int], list[int]] = {}
+        for i, (frame, (side, _, _)) in enumerate(zip(on_device, windows, strict=True)):
+            groups.setdefault((tuple(frame.shape), side), []).append(i)
+        for (_, side), idx in groups.items():
+            crops = self._cut([on_device[i] for i in idx], [windows[i] for i in idx], side)
+            batch[idx] = crops.to(batch.dtype)
         heads = [h.cpu().numpy() for h in model.infer_tensor(batch)]
-        return [self.pick(heads, i, job, wh) for i, (job, wh) in
-                enumerate(zip(jobs, where, strict=True))]
+        return [self.pick(heads, i, job, (self.size / side, x0, y0)) for i, (job, (side, x0, y0))
+                in enumerate(zip(jobs, windows, strict=True))]
+
+    def _cut(self, frames: Sequence[torch.Tensor], windows: Sequence[tuple[int, int, int]],
+             side: int) -> torch.Tensor:
+        """The ``side``-px squares at ``windows`` of same-size frames, black outside the
+        frame as the CPU path pads, resized to ``size``: n×3×size×size, the detector's
+        colour order."""
+        unique = {id(f): f for f in frames}
+        slot = {key: n for n, key in enumerate(unique)}
+        stack = torch.stack(list(unique.values()))  # f × H × W × 3, uint8
+        dev, (h, w) = stack.device, stack.shape[1:3]
+        span = torch.arange(side, device=dev)
+        rows = torch.tensor([y0 for _, _, y0 in windows], device=dev)[:, None] + span
+        cols = torch.tensor([x0 for _, x0, _ in windows], device=dev)[:, None] + span
+        inside = (((rows >= 0) & (rows < h))[:, :, None]
+                  & ((cols >= 0) & (cols < w))[:, None, :])
+        which = torch.tensor([slot[id(f)] for f in frames], device=dev)[:, None, None]
+        px = stack[which, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
+        x = (px * inside[..., None]).permute(0, 3, 1, 2).float()
+        x = resize_like_opencv(x, self.size, self.size)
+        return x.flip(1) if self.detector.rgb else x

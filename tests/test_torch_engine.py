@@ -158,3 +158,74 @@ def test_fp16_arithmetic_keeps_the_faces_and_the_quality(media: Callable[[str], 
     scorer = make_scorer(ScoreConfig(), CPU)
     scorer.model.set_dtype(torch.float16)  # type: ignore[attr-defined]
     assert_same_quality(lfw_image, CPU, scorer)
+
+
+@pytest.mark.gpu
+def test_cuda_graphs_give_the_eager_outputs_on_few_shapes(lfw_image: Callable[..., Path]
+                                                          ) -> None:
+    """Batches of every size run on a handful of captured graphs (a new shape costs cuDNN
+    ~1 s), each giving what the network gives eagerly."""
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch here has no CUDA")
+    blob = Path(str(manifest_path("cr-fiqa-s"))).with_suffix(".onnx").read_bytes()
+    face = cv2.resize(cv2.imread(str(lfw_image())), (112, 112))
+    x = torch.from_numpy(face).permute(2, 0, 1).float().div(127.5).sub(1).cuda()
+    graphs = TorchModel(blob, "graphs", CUDA)
+    eager = TorchModel(blob, "eager", CUDA.model_copy(update={"cuda_graphs": False}))
+    assert graphs.runner is not None and eager.runner is None
+    for n in [*range(1, 21), 150]:  # 150: chunks of 64, 64 and 22 (padded to 32)
+        batch = x[None].repeat(n, 1, 1, 1) * torch.linspace(0.6, 1.0, n, device="cuda")[
+            :, None, None, None]
+        got, want = graphs.infer_tensor(batch)[0], eager.infer_tensor(batch)[0]
+        assert got.shape[0] == n
+        assert torch.allclose(got, want, atol=1e-3), n
+    assert len(graphs.runner.graphs) == 7  # 1, 2, 4, 8, 16, 32, 64
+
+
+def test_refinement_crops_cut_together_on_the_device_are_the_cpu_path_s(
+        media: Callable[[str], Path]) -> None:
+    """Windows of one size are cut from several frames in one gather: the pixels are
+    those OpenCV cuts face by face, black past the frame's edges included."""
+    from stream_gate.device_stages import DeviceRefiner, upload_frames
+    from stream_gate.refine import Refiner
+
+    frames = frames_of(media("crowd_walking_1080p.mp4"), {0, 50})
+    detector = make_detector(DetectConfig(precision="fp32"), CPU, precise=True)
+    cpu, dev = Refiner(detector, 96), DeviceRefiner(detector, 96)
+    on_device = upload_frames(frames, torch.device("cpu"))
+    boxes = {20: [(-5, -8, 15, 12), (900, 500, 920, 520), (1905, 1070, 1925, 1090),
+                  (300, 40, 320, 60)],  # small faces: 96 px windows, corners and edges
+             120: [(-40, 900, 80, 1020), (1000, 300, 1120, 420)]}  # 240 px windows
+    for size, group in boxes.items():
+        jobs = [(i % 2, np.array(b, np.float32)) for i, b in enumerate(group)]
+        side = cpu.window(jobs[0][1])[0]
+        assert side == (96 if size < 48 else 2 * size)
+        got = dev._cut([on_device[fi] for fi, _ in jobs], [cpu.window(b) for _, b in jobs],
+                       side)
+        for (fi, box), crop in zip(jobs, got, strict=True):
+            want = cpu.crop(frames[fi], box)[0][:, :, ::-1]  # RGB, as the detector reads
+            diff = np.abs(crop.permute(1, 2, 0).numpy() - want.astype(np.float32))
+            assert diff.max() <= 1.0, (box, diff.max())
+
+
+def test_a_batch_over_the_largest_bucket_runs_in_chunks_with_the_same_scores(
+        lfw_image: Callable[..., Path]) -> None:
+    """What the GPU path does with 150 faces (chunks of 64, 64 and 22 padded to 32),
+    checked on the CPU: every face keeps the score the whole batch gives it."""
+    from stream_gate.runtime.cuda_graphs import buckets_up_to, run_bucketed
+
+    blob = Path(str(manifest_path("cr-fiqa-s"))).with_suffix(".onnx").read_bytes()
+    model = TorchModel(blob, "chunks", CPU)
+    face = cv2.resize(cv2.imread(str(lfw_image())), (112, 112))
+    x = torch.from_numpy(face).permute(2, 0, 1).float().div(127.5).sub(1)
+    batch = x[None].repeat(150, 1, 1, 1) * torch.linspace(0.2, 1.0, 150)[:, None, None, None]
+    sizes: list[int] = []
+
+    def run(b: torch.Tensor) -> list[torch.Tensor]:
+        sizes.append(b.shape[0])
+        return model.infer_tensor(b)
+
+    got = run_bucketed(run, batch)[0]
+    assert sizes == [64, 64, 32] and set(sizes) <= set(buckets_up_to(1000))
+    assert torch.allclose(got, model.infer_tensor(batch)[0], atol=1e-4)
+    assert got.shape[0] == 150 and len(set(got.reshape(-1).tolist())) > 100  # not padding

@@ -14,18 +14,23 @@ conversion against onnxruntime (tests/test_torch_engine.py).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import onnx
+import structlog
 import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
 from stream_gate.config import RuntimeConfig
 from stream_gate.errors import ModelError
+from stream_gate.runtime.cuda_graphs import GraphRunner, buckets_up_to, run_bucketed
+
+log = structlog.get_logger(__name__)
 
 Tensor = torch.Tensor
 Attrs = dict[str, Any]
@@ -221,17 +226,48 @@ class TorchModel:
             raise ModelError(f"cannot load model {name}: {exc}") from None
         self.graph = OnnxGraph(proto, name).to_device(self.device, self.dtype)
         self.output_names: list[str] = self.graph.output_names
+        self.on_gpu = self.device.type == "cuda"
+        self.runner = GraphRunner(self._run, name) if self.on_gpu and cfg.cuda_graphs else None
+        self.warmed: set[tuple[int, ...]] = set()
 
     def set_dtype(self, dtype: torch.dtype) -> None:
         """Run in ``dtype`` from now on (fp16 arithmetic can be checked on the CPU too)."""
         self.graph.to_device(self.device, dtype)
         self.dtype = dtype
+        if self.runner is not None:
+            self.runner.graphs.clear()  # captured with the old weights
+        self.warmed.clear()
+
+    def warm(self, item_shape: tuple[int, ...], up_to: int) -> None:
+        """On a GPU, run every batch bucket of 1..``up_to`` items of ``item_shape`` once
+        (cuDNN builds its kernels, the graphs are captured), so a live stream does not
+        stall ~1 s at each batch size it meets first. Once per item shape; no-op on CPU."""
+        if not self.on_gpu or item_shape in self.warmed:
+            return
+        self.warmed.add(item_shape)
+        t0 = time.perf_counter()
+        sizes = buckets_up_to(up_to)
+        for n in sizes:
+            self.infer_tensor(torch.zeros((n, *item_shape), device=self.device))
+        torch.cuda.synchronize(self.device)
+        log.info("model_warmed_up", model=self.name, input=list(item_shape), batches=sizes,
+                 seconds=round(time.perf_counter() - t0, 2))
+
+    def _run(self, x: Tensor) -> list[Tensor]:
+        return [o.float() for o in self.graph(x)]
 
     @torch.inference_mode()
     def infer_tensor(self, batch: Tensor) -> list[Tensor]:
-        """A float NCHW batch (any device) in; the outputs as float32 tensors on the device."""
-        out = self.graph(batch.to(self.device, self.dtype, non_blocking=True))
-        return [o.float() for o in out]
+        """A float NCHW batch (any device) in; the outputs as float32 tensors on the device.
+
+        On a GPU the batch runs in chunks of at most 64, each padded to a power of two
+        (every new shape costs cuDNN ~1 s) and replayed as that size's CUDA graph
+        (``runtime.cuda_graphs``); see cuda_graphs.py.
+        """
+        x = batch.to(self.device, self.dtype, non_blocking=True)
+        if not self.on_gpu:
+            return self._run(x)
+        return run_bucketed(self.runner or self._run, x)
 
     def infer(self, batch: npt.NDArray[np.float32]) -> Sequence[npt.NDArray[np.float32]]:
         return [o.cpu().numpy() for o in self.infer_tensor(torch.from_numpy(batch))]
