@@ -243,11 +243,13 @@ def with_yunet(settings: Settings, path: Path) -> Settings:
 
 
 def warm_up(settings: Settings, seconds: float = WARM_UP_S) -> None:
-    """An untimed run of ``naive`` first, so that the first timed variant does not pay
-    the process's one-time costs alone (libraries, thread pools, the first touch of
-    naive's ~1 GB of buffers): whichever variant ran first was 5-20 % slower."""
+    """Untimed runs of ``naive`` and of the production settings first, so that the first
+    timed variant does not pay the process's one-time costs alone (libraries, thread
+    pools, the first touch of naive's ~1 GB of buffers: whichever variant ran first was
+    5-20 % slower; on a GPU, cuDNN's ~1 s per new input shape)."""
     print("bench: warming up ...", flush=True, file=sys.stderr)
-    Pipeline(naive_settings(settings), [], None).run(seconds)
+    for cfg in (naive_settings(settings), settings):
+        Pipeline(cfg, [], None).run(seconds)
 
 
 def run_bench(settings: Settings, variants: list[str], duration: float | None,
@@ -336,6 +338,7 @@ def find_capacity(settings_for: Callable[[int], Settings], duration: float, fps:
               file=sys.stderr, flush=True)
         return ok
 
+    warm_up(settings_for(1))
     best = search_capacity(sustained, limit)
     trials.sort(key=lambda t: t["streams"])
     return {"capacity": {"max_streams": best, "fps_per_stream": fps,
