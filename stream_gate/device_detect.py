@@ -22,7 +22,7 @@ import numpy.typing as npt
 import torch
 
 from stream_gate.detect import CenterFaceDetector, FaceDetector, Letterbox, input_size
-from stream_gate.device_stages import resize_like_opencv, upload_frames, warm_model
+from stream_gate.device_stages import by_shape, resize_like_opencv, upload_frames, warm_model
 from stream_gate.errors import ModelError
 from stream_gate.runtime import device_of
 from stream_gate.types import Detections, FloatArray, ImageBGR
@@ -57,21 +57,18 @@ class DeviceCenterFaceDetector(CenterFaceDetector):
         bh, bw = max(s[0] for s in sizes), max(s[1] for s in sizes)
         batch = torch.zeros((len(frames), 3, bh, bw), device=self.device,
                             dtype=self.dtype)
-        scales: list[Letterbox] = [Letterbox(1.0, 1.0)] * len(frames)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, f in enumerate(frames):
-            by_shape.setdefault(tuple(f.shape), []).append(i)
-        for idx in by_shape.values():
-            h, w = frames[idx[0]].shape[:2]
-            s = sizes[idx[0]][2]
-            nh, nw = max(1, round(h * s)), max(1, round(w * s))
+        # Each frame's size once scaled (the batch pads it to bh × bw).
+        fitted = [(max(1, round(f.shape[0] * s)), max(1, round(f.shape[1] * s)))
+                  for f, (_, _, s) in zip(frames, sizes, strict=True)]
+        for idx in by_shape(frames).values():
+            nh, nw = fitted[idx[0]]
             stack = torch.stack([frames[i] for i in idx]).permute(0, 3, 1, 2).flip(1)
             # Resized exactly as OpenCV does on the CPU path, so both paths see the same
             # pixels (a borderline face otherwise tips NMS the other way).
             x = resize_like_opencv(stack.float(), nh, nw)  # -> RGB
             batch[idx, :, :nh, :nw] = x.to(batch.dtype)
-            for i in idx:
-                scales[i] = Letterbox(nw / w, nh / h)
+        scales = [Letterbox(nw / f.shape[1], nh / f.shape[0])
+                  for f, (nh, nw) in zip(frames, fitted, strict=True)]
         return batch, scales
 
     def detect(self, images: Sequence[ImageBGR]) -> list[Detections]:
@@ -93,8 +90,9 @@ class DeviceCenterFaceDetector(CenterFaceDetector):
         head values, for :meth:`CenterFaceDetector.decode_peaks`) come back, for the whole
         batch in two copies."""
         bs, ys, xs = torch.nonzero(heat[:, 0] > self.cfg.score_threshold, as_tuple=True)
-        values = torch.cat([heat[bs, :, ys, xs], scale[bs, :, ys, xs], offset[bs, :, ys, xs],
-                            lms[bs, :, ys, xs]], dim=1).cpu().numpy().astype(np.float32)
+        heads = torch.cat([heat[bs, :, ys, xs], scale[bs, :, ys, xs], offset[bs, :, ys, xs],
+                           lms[bs, :, ys, xs]], dim=1)
+        values = np.asarray(heads.cpu().numpy(), np.float32)  # float32 already: no copy
         where = torch.stack([bs, ys, xs]).cpu().numpy()
         ends = np.searchsorted(where[0], np.arange(heat.shape[0] + 1))  # row-major: sorted
         out: list[Peaks] = []

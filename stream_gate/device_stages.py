@@ -11,7 +11,7 @@ the scores come back.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,14 +28,21 @@ from stream_gate.runtime.cuda_graphs import MAX_BATCH
 from stream_gate.types import Detections, FloatArray, ImageBGR, Scores
 
 
+def by_shape(images: Sequence[Any], indices: Iterable[int] | None = None
+             ) -> dict[tuple[int, ...], list[int]]:
+    """The indices of ``images`` (all, or ``indices``) grouped by image shape, in order:
+    the frames of one camera size are batched together on the device."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i in range(len(images)) if indices is None else indices:
+        groups.setdefault(tuple(images[i].shape), []).append(i)
+    return groups
+
+
 def upload_frames(images: Sequence[ImageBGR], device: torch.device) -> list[torch.Tensor]:
     """Frames as uint8 HWC tensors on ``device``: one copy per frame size, pinned on CUDA."""
     out: list[torch.Tensor] = [torch.empty(0)] * len(images)
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, im in enumerate(images):
-        by_shape.setdefault(im.shape, []).append(i)
     pin = device.type == "cuda"
-    for idx in by_shape.values():
+    for idx in by_shape(images).values():
         host = torch.from_numpy(np.stack([images[i] for i in idx]))
         dev = (host.pin_memory() if pin else host).to(device, non_blocking=True)
         for n, i in enumerate(idx):
@@ -66,10 +73,8 @@ class DeviceAlignScore:
               ) -> torch.Tensor:
         """Aligned crops (N×3×112×112, BGR, whole grey levels as float) in ``faces`` order."""
         out = torch.zeros((len(faces), 3, 112, 112), device=self.device)
-        by_shape: dict[tuple[int, ...], list[int]] = {}
-        for fi in sorted({fi for fi, _ in faces}):
-            by_shape.setdefault(tuple(frames[fi].shape), []).append(fi)
-        for group in by_shape.values():  # frames of one size: one grid_sample call
+        # Frames of one size: one grid_sample call.
+        for group in by_shape(frames, sorted({fi for fi, _ in faces})).values():
             slot = {fi: n for n, fi in enumerate(group)}
             stack = torch.stack([frames[fi] for fi in group]).permute(0, 3, 1, 2).float()
             idx = [i for i, (fi, _) in enumerate(faces) if fi in slot]
