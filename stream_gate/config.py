@@ -61,6 +61,7 @@ class DetectConfig(_Section):
     max_wait_ms: Annotated[float, Field(ge=0, le=10_000)] = 20.0
     threads: Annotated[int, Field(ge=0, le=256)] = 0
     refine_px: Annotated[int, Field(ge=0, le=512, multiple_of=32)] = 96
+    refine_small_px: Annotated[int, Field(ge=32, le=512, multiple_of=32)] = 192
     every: Annotated[int, Field(ge=1, le=25)] = 3
     every_still: Annotated[int, Field(ge=1, le=250)] = 15
     max_motion: Annotated[float, Field(gt=0)] = 0.5

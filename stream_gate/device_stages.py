@@ -22,7 +22,7 @@ from stream_gate.align import CROP_SIZE
 from stream_gate.batch_align import align_batch
 from stream_gate.errors import ModelError
 from stream_gate.quality_model import CrFiqaScorer
-from stream_gate.refine import Refiner
+from stream_gate.refine import Refiner, Window, by_output
 from stream_gate.runtime import device_of
 from stream_gate.runtime.cuda_graphs import MAX_BATCH
 from stream_gate.types import Detections, FloatArray, ImageBGR, Scores
@@ -132,44 +132,55 @@ def resize_like_opencv(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 class DeviceRefiner(Refiner):
     """Refinement with its crops cut and resized on the device from the uploaded frames;
     only the crops' small output maps come back to be decoded. Crops of one size from
-    frames of one size (in a crowd most faces are small and get the same ``size``-px
-    window) are cut with one gather and resized with one call, not face by face."""
+    frames of one size (in a crowd most faces are small and get the same native window)
+    are cut with one gather and resized with one call, not face by face. Windows are
+    not shared between faces here: every window keeps one of two input sizes, for which
+    the model is warmed up (and its CUDA graphs captured) once, where a shared window
+    of a new size would cost cuDNN ~1 s live."""
+
+    share = False
 
     def refine(self, jobs: Sequence[tuple[ImageBGR, FloatArray]],
                on_device: Sequence[Any] | None = None) -> list[Detections]:
         if on_device is None or not jobs:
             return super().refine(jobs)
         model: Any = self.detector.model
-        warm_model(model, (3, self.size, self.size), MAX_BATCH)
-        batch = torch.empty((len(jobs), 3, self.size, self.size), device=model.device,
-                            dtype=model.dtype)
-        windows = [self.window(box) for _, box in jobs]
-        groups: dict[tuple[tuple[int, ...], int], list[int]] = {}
-        for i, (frame, (side, _, _)) in enumerate(zip(on_device, windows, strict=True)):
-            groups.setdefault((tuple(frame.shape), side), []).append(i)
-        for (_, side), idx in groups.items():
-            crops = self._cut([on_device[i] for i in idx], [windows[i] for i in idx], side)
-            batch[idx] = crops.to(batch.dtype)
-        heads = [h.cpu().numpy() for h in model.infer_tensor(batch)]
-        return [self.pick(heads, i, job, (self.size / side, x0, y0)) for i, (job, (side, x0, y0))
-                in enumerate(zip(jobs, windows, strict=True))]
+        for out in (self.size, self.small):  # both input sizes at once: no stall later
+            warm_model(model, (3, out, out), MAX_BATCH)
+        windows = self.plan(jobs)
+        found = [Detections.empty()] * len(jobs)
+        for (out_h, out_w), idx in by_output(windows).items():  # a batch per input size
+            batch = torch.empty((len(idx), 3, out_h, out_w), device=model.device,
+                                dtype=model.dtype)
+            cuts: dict[tuple[tuple[int, ...], int, int], list[int]] = {}
+            for n, i in enumerate(idx):
+                key = (tuple(on_device[i].shape), windows[i].w, windows[i].h)
+                cuts.setdefault(key, []).append(n)
+            for slots in cuts.values():
+                batch[slots] = self._cut([on_device[idx[n]] for n in slots],
+                                         [windows[idx[n]] for n in slots]).to(batch.dtype)
+            heads = [h.cpu().numpy() for h in model.infer_tensor(batch)]
+            for n, i in enumerate(idx):
+                found[i] = self.pick(heads, n, jobs[i], windows[i])
+        return found
 
-    def _cut(self, frames: Sequence[torch.Tensor], windows: Sequence[tuple[int, int, int]],
-             side: int) -> torch.Tensor:
-        """The ``side``-px squares at ``windows`` of same-size frames, black outside the
-        frame as the CPU path pads, resized to ``size``: n×3×size×size, the detector's
-        colour order."""
+    def _cut(self, frames: Sequence[torch.Tensor], windows: Sequence[Window]) -> torch.Tensor:
+        """The ``windows`` (all of one size and input size) of same-size frames, black
+        outside the frame as the CPU path pads, at the detector's input size:
+        n×3×out_h×out_w, the detector's colour order."""
+        first = windows[0]
         unique = {id(f): f for f in frames}
         slot = {key: n for n, key in enumerate(unique)}
         stack = torch.stack(list(unique.values()))  # f × H × W × 3, uint8
         dev, (h, w) = stack.device, stack.shape[1:3]
-        span = torch.arange(side, device=dev)
-        rows = torch.tensor([y0 for _, _, y0 in windows], device=dev)[:, None] + span
-        cols = torch.tensor([x0 for _, x0, _ in windows], device=dev)[:, None] + span
+        rows = torch.tensor([win.y0 for win in windows], device=dev)[:, None] \
+            + torch.arange(first.h, device=dev)
+        cols = torch.tensor([win.x0 for win in windows], device=dev)[:, None] \
+            + torch.arange(first.w, device=dev)
         inside = (((rows >= 0) & (rows < h))[:, :, None]
                   & ((cols >= 0) & (cols < w))[:, None, :])
         which = torch.tensor([slot[id(f)] for f in frames], device=dev)[:, None, None]
         px = stack[which, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
         x = (px * inside[..., None]).permute(0, 3, 1, 2).float()
-        x = resize_like_opencv(x, self.size, self.size)
+        x = resize_like_opencv(x, first.out_h, first.out_w)
         return x.flip(1) if self.detector.rgb else x

@@ -5,12 +5,17 @@ The frame-wide detector runs on a scaled-down frame (``detect.max_side``), so a 
 original: enough to tilt the aligned crop and cost quality points. Refinement cuts a
 square of ``CONTEXT`` × the face's size around each face from the original frame,
 shrinks it to ``detect.refine_px`` and runs the same detector on all of them in one
-batch. A face too small for that square to need shrinking is never enlarged: CenterFace
-misses most faces under 32 px once they are upscaled (11 of 14 on the 1080p crowd) and
-places the landmarks of those it finds worse. Its crop is ``refine_px`` of original
-pixels instead, on the full-resolution detector's stride grid, so the detector sees
-what it would see in the whole frame (landmarks within 3–5 % of the face size of the
-full-frame detection for faces under 48 px, vs 6–8 % upscaled).
+batch (the small faces' windows, below, in batches of their own size). A face too small for that
+square to need shrinking is never enlarged: CenterFace misses most faces under 32 px
+once they are upscaled (11 of 14 on the 1080p crowd) and places the landmarks of those
+it finds worse. Its crop is ``detect.refine_small_px`` of original pixels instead, on
+the full-resolution detector's stride grid, so the detector sees what it would see in
+the whole frame. That window is larger than ``refine_px`` because the detector's
+deepest layers look ~100 px around a face: in a 96-px window most of that is the crop's
+black border, and the landmarks of faces up to 48 px land 1.2 px (mean) from where
+full-frame detection puts them; in 192 px, 0.4 px (0.2 at 256). At that size half a
+pixel moves a crop's quality by several points (scripts/alignment_noise.py), so the
+window is worth its ~4× cost for the few faces that get it; close faces share one.
 
 The same call serves the frames between two frame-wide detections: the tracker's
 predicted boxes are refined instead of detecting the whole frame (detection every k-th
@@ -20,7 +25,7 @@ frame with the tracker coasting in between, but with real landmarks on every fra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -37,41 +42,113 @@ MIN_IOU, GROW = 0.2, 0.5
 GRID = 32  # CenterFace's coarsest stride: native crops start on its full-frame grid
 
 
+class Window(NamedTuple):
+    """A rectangle of a frame to detect on: ``w`` × ``h`` frame pixels from (``x0``,
+    ``y0``), given to the detector at ``out_w`` × ``out_h`` px (the same size for the
+    native window of small faces; a square shrunk to ``refine_px`` for the others)."""
+
+    x0: int
+    y0: int
+    w: int
+    h: int
+    out_w: int
+    out_h: int
+
+    @property
+    def scale(self) -> float:
+        return self.out_w / self.w
+
+    @property
+    def native(self) -> bool:
+        return (self.w, self.h) == (self.out_w, self.out_h)
+
+
+def by_output(windows: Sequence[Window]) -> dict[tuple[int, int], list[int]]:
+    """The indices of ``windows`` grouped by detector input size (h, w): one batch each."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, win in enumerate(windows):
+        groups.setdefault((win.out_h, win.out_w), []).append(i)
+    return groups
+
+
+def _center(box: FloatArray) -> tuple[float, float]:
+    return (float(box[0]) + float(box[2])) / 2, (float(box[1]) + float(box[3])) / 2
+
+
 class Refiner:
     """Batched re-detection of faces around given boxes, on full-resolution crops."""
 
-    def __init__(self, detector: FaceDetector, size: int) -> None:
+    share = True  # small faces close together share one native window (fewer pixels)
+
+    def __init__(self, detector: FaceDetector, size: int, small: int = 0) -> None:
         self.detector = detector
         self.size = size
+        self.small = max(small, size)  # native window of a small face (never < size)
 
-    def window(self, box: FloatArray) -> tuple[int, int, int]:
-        """The square crop around ``box`` in frame pixels: side and top-left corner.
-
-        ``CONTEXT`` × the face's size, or for a small face ``size`` original pixels
-        placed on the ``GRID`` (never a square that would have to be enlarged).
-        """
-        x1, y1, x2, y2 = (float(v) for v in box[:4])
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        side = round(CONTEXT * max(x2 - x1, y2 - y1))
+    def window(self, box: FloatArray) -> Window:
+        """The crop around ``box``: a square of ``CONTEXT`` × the face's size, shrunk to
+        ``size``; or for a face small enough not to need shrinking, its native window
+        (never a square that would have to be enlarged)."""
+        side = round(CONTEXT * max(float(box[2] - box[0]), float(box[3] - box[1])))
         if side <= self.size:
-            return (self.size, round((cx - self.size / 2) / GRID) * GRID,
-                    round((cy - self.size / 2) / GRID) * GRID)
-        return side, round(cx - side / 2), round(cy - side / 2)
+            return self.native_window([_center(box)])
+        cx, cy = _center(box)
+        x0, y0 = round(cx - side / 2), round(cy - side / 2)
+        return Window(x0, y0, side, side, self.size, self.size)
 
-    def crop(self, image: ImageBGR, box: FloatArray) -> tuple[ImageBGR, float, int, int]:
-        """The square around ``box`` at ``size`` px; its scale and frame origin."""
-        side, x0, y0 = self.window(box)
-        h, w = image.shape[:2]
-        region = image[max(y0, 0):min(y0 + side, h), max(x0, 0):min(x0 + side, w)]
-        if region.shape[:2] != (side, side):  # near the frame edge: pad with black
+    def native_window(self, centers: Sequence[tuple[float, float]]) -> Window:
+        """Original pixels on the ``GRID`` reaching ``small`` / 2 (± half a grid step)
+        past the given face centres on every side: ``small`` square for one face."""
+        half = self.small / 2
+        x0 = round((min(x for x, _ in centers) - half) / GRID) * GRID
+        y0 = round((min(y for _, y in centers) - half) / GRID) * GRID
+        x1 = round((max(x for x, _ in centers) + half) / GRID) * GRID
+        y1 = round((max(y for _, y in centers) + half) / GRID) * GRID
+        return Window(x0, y0, x1 - x0, y1 - y0, x1 - x0, y1 - y0)
+
+    def plan(self, jobs: Sequence[tuple[ImageBGR, FloatArray]]) -> list[Window]:
+        """Each job's window. With ``share``, small faces of one frame are gathered
+        (left to right) into one native window wherever it has fewer pixels than their
+        own windows together: the back rows of a crowd sit close, and each face keeps
+        at least its own window's margin of context."""
+        windows = [self.window(box) for _, box in jobs]
+        if not self.share:
+            return windows
+        small: dict[int, list[int]] = {}
+        for i, ((image, _), win) in enumerate(zip(jobs, windows, strict=True)):
+            if win.native:
+                small.setdefault(id(image), []).append(i)
+        for idx in small.values():
+            groups: list[tuple[list[int], Window]] = []
+            for i in sorted(idx, key=lambda i: _center(jobs[i][1])):
+                own = windows[i]
+                for g, (members, win) in enumerate(groups):
+                    both = self.native_window([_center(jobs[m][1]) for m in [*members, i]])
+                    if both.w * both.h <= win.w * win.h + own.w * own.h:
+                        groups[g] = ([*members, i], both)
+                        break
+                else:
+                    groups.append(([i], own))
+            for members, win in groups:
+                for m in members:
+                    windows[m] = win
+        return windows
+
+    def crop(self, image: ImageBGR, win: Window) -> ImageBGR:
+        """The window's pixels (black past the frame's edges) at the detector's size."""
+        x0, y0, w, h = win.x0, win.y0, win.w, win.h
+        fh, fw = image.shape[:2]
+        region = image[max(y0, 0):min(y0 + h, fh), max(x0, 0):min(x0 + w, fw)]
+        if region.shape[:2] != (h, w):  # near the frame edge: pad with black
             top, left = max(-y0, 0), max(-x0, 0)
             region = cv2.copyMakeBorder(
-                region, top, side - region.shape[0] - top, left,
-                side - region.shape[1] - left, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        if side == self.size:
-            return region, 1.0, x0, y0
-        out = cv2.resize(region, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        return out, self.size / side, x0, y0
+                region, top, h - region.shape[0] - top, left,
+                w - region.shape[1] - left, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        if win.native:
+            return region
+        out: ImageBGR = cv2.resize(region, (win.out_w, win.out_h),
+                                   interpolation=cv2.INTER_AREA)
+        return out
 
     def refine(self, jobs: Sequence[tuple[ImageBGR, FloatArray]],
                on_device: Sequence[Any] | None = None) -> list[Detections]:
@@ -82,16 +159,25 @@ class Refiner:
         """
         if not jobs:
             return []
-        crops = [self.crop(image, box) for image, box in jobs]
-        heads = self.detector.model.infer(self.detector.blob([c[0] for c in crops]))
-        return [self.pick(heads, i, job, c[1:]) for i, (job, c) in
-                enumerate(zip(jobs, crops, strict=True))]
+        windows = self.plan(jobs)
+        found = [Detections.empty()] * len(jobs)
+        for idx in by_output(windows).values():  # one batch per detector input size
+            crops: dict[tuple[int, Window], int] = {}  # a shared window is cut once
+            for i in idx:
+                crops.setdefault((id(jobs[i][0]), windows[i]), i)
+            slot = {key: n for n, key in enumerate(crops)}
+            heads = self.detector.model.infer(self.detector.blob(
+                [self.crop(jobs[i][0], windows[i]) for i in crops.values()]))
+            for i in idx:
+                found[i] = self.pick(heads, slot[id(jobs[i][0]), windows[i]], jobs[i],
+                                     windows[i])
+        return found
 
     def pick(self, heads: Sequence[FloatArray], i: int, job: tuple[ImageBGR, FloatArray],
-             where: tuple[float, int, int]) -> Detections:
+             win: Window) -> Detections:
         """The face of crop ``i`` that overlaps the asked-for box most, in frame pixels."""
-        (image, box), (scale, x0, y0) = job, where
-        boxes, scores, marks = self.detector.decode(heads, i, (self.size, self.size))
+        (image, box), (scale, x0, y0) = job, (win.scale, win.x0, win.y0)
+        boxes, scores, marks = self.detector.decode(heads, i, (win.out_h, win.out_w))
         if len(scores) == 0:
             return Detections.empty()
         boxes = boxes / scale + np.array([x0, y0, x0, y0], np.float32)

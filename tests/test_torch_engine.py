@@ -138,8 +138,10 @@ def test_refinement_on_the_device_finds_the_cpu_path_s_faces(media: Callable[[st
     faces = make_detector(cfg.model_copy(update={"max_side": 4096})).detect([frame])[0]
     jobs = [(frame, box) for box in faces.boxes]
     on_device = upload_frames([frame], torch.device("cpu")) * len(jobs)
-    cpu = Refiner(make_detector(cfg, precise=True), 96).refine(jobs)
-    dev = DeviceRefiner(make_detector(cfg, CPU, precise=True), 96).refine(jobs, on_device)
+    reference = Refiner(make_detector(cfg, precise=True), 96, 192)
+    reference.share = False  # as on the device: one window per face, two input sizes
+    cpu = reference.refine(jobs)
+    dev = DeviceRefiner(make_detector(cfg, CPU, precise=True), 96, 192).refine(jobs, on_device)
     assert sum(len(d) for d in cpu) >= 5
     assert [len(d) for d in dev] == [len(d) for d in cpu]
     assert_same_faces(merge(cpu, 1.0), merge(dev, 1.0))  # all of them, unsuppressed
@@ -191,21 +193,21 @@ def test_refinement_crops_cut_together_on_the_device_are_the_cpu_path_s(
 
     frames = frames_of(media("crowd_walking_1080p.mp4"), {0, 50})
     detector = make_detector(DetectConfig(precision="fp32"), CPU, precise=True)
-    cpu, dev = Refiner(detector, 96), DeviceRefiner(detector, 96)
+    cpu, dev = Refiner(detector, 96, 192), DeviceRefiner(detector, 96, 192)
     on_device = upload_frames(frames, torch.device("cpu"))
     boxes = {20: [(-5, -8, 15, 12), (900, 500, 920, 520), (1905, 1070, 1925, 1090),
-                  (300, 40, 320, 60)],  # small faces: 96 px windows, corners and edges
-             120: [(-40, 900, 80, 1020), (1000, 300, 1120, 420)]}  # 240 px windows
+                  (300, 40, 320, 60)],  # small faces: 192-px native windows, corners, edges
+             120: [(-40, 900, 80, 1020), (1000, 300, 1120, 420)]}  # 240 px shrunk to 96
     for size, group in boxes.items():
         jobs = [(i % 2, np.array(b, np.float32)) for i, b in enumerate(group)]
-        side = cpu.window(jobs[0][1])[0]
-        assert side == (96 if size < 48 else 2 * size)
-        got = dev._cut([on_device[fi] for fi, _ in jobs], [cpu.window(b) for _, b in jobs],
-                       side)
-        for (fi, box), crop in zip(jobs, got, strict=True):
-            want = cpu.crop(frames[fi], box)[0][:, :, ::-1]  # RGB, as the detector reads
+        windows = dev.plan(jobs)
+        assert {(w.w, w.h, w.out_w) for w in windows} == (
+            {(192, 192, 192)} if size < 48 else {(2 * size, 2 * size, 96)})
+        got = dev._cut([on_device[fi] for fi, _ in jobs], windows)
+        for (fi, _), win, crop in zip(jobs, windows, got, strict=True):
+            want = cpu.crop(frames[fi], win)[:, :, ::-1]  # RGB, as the detector reads
             diff = np.abs(crop.permute(1, 2, 0).numpy() - want.astype(np.float32))
-            assert diff.max() <= 1.0, (box, diff.max())
+            assert diff.max() <= 1.0, (win, diff.max())
 
 
 def test_a_batch_over_the_largest_bucket_runs_in_chunks_with_the_same_scores(
