@@ -144,13 +144,12 @@ class DeviceRefiner(Refiner):
                on_device: Sequence[Any] | None = None) -> list[Detections]:
         if on_device is None or not jobs:
             return super().refine(jobs)
-        models: dict[bool, Any] = {True: self.detector.model, False: self.shrunk.model}
-        for native, out in ((False, self.size), (True, self.small)):  # no stall later
-            warm_model(models[native], (3, out, out), MAX_BATCH)
+        model: Any = self.detector.model
+        for out in (self.size, self.small):  # both input sizes at once: no stall later
+            warm_model(model, (3, out, out), MAX_BATCH)
         windows = self.plan(jobs)
         found = [Detections.empty()] * len(jobs)
-        for (native, out_h, out_w), idx in by_output(windows).items():  # batch per size
-            model = models[native]
+        for (out_h, out_w), idx in by_output(windows).items():  # a batch per input size
             batch = torch.empty((len(idx), 3, out_h, out_w), device=model.device,
                                 dtype=model.dtype)
             cuts: dict[tuple[tuple[int, ...], int, int], list[int]] = {}

@@ -69,15 +69,11 @@ class FaceFinder:
             # Refinement gives the landmarks crops are aligned with: full precision.
             precise = make_detector(cfg, runtime, precise=True) \
                 if self.detector.quantized else self.detector
-            # Shrunk crops run on the frame-wide detector (int8 where it is: refine.py).
-            self.refiner = Refiner(precise, cfg.refine_px, cfg.refine_small_px, self.detector)
-            device = device_of(precise.model)
-            if device is not None:  # crops cut on the GPU
+            self.refiner = Refiner(precise, cfg.refine_px, cfg.refine_small_px)
+            if device_of(precise.model) is not None:  # crops cut on the GPU
                 from stream_gate.device_stages import DeviceRefiner
 
-                same = device_of(self.detector.model) == device
-                self.refiner = DeviceRefiner(precise, cfg.refine_px, cfg.refine_small_px,
-                                             self.detector if same else None)
+                self.refiner = DeviceRefiner(precise, cfg.refine_px, cfg.refine_small_px)
         self.wide_frames = 0  # frames detected frame-wide (the rest: refined around tracks)
         self.wide_cost = UnitCost()  # per frame detected whole
         self.refine_cost = UnitCost()  # per face refined

@@ -63,12 +63,11 @@ class Window(NamedTuple):
         return (self.w, self.h) == (self.out_w, self.out_h)
 
 
-def by_output(windows: Sequence[Window]) -> dict[tuple[bool, int, int], list[int]]:
-    """The indices of ``windows`` grouped by (native, detector input h, w): one batch each
-    (native and shrunk windows run on different detectors, see Refiner)."""
-    groups: dict[tuple[bool, int, int], list[int]] = {}
+def by_output(windows: Sequence[Window]) -> dict[tuple[int, int], list[int]]:
+    """The indices of ``windows`` grouped by detector input size (h, w): one batch each."""
+    groups: dict[tuple[int, int], list[int]] = {}
     for i, win in enumerate(windows):
-        groups.setdefault((win.native, win.out_h, win.out_w), []).append(i)
+        groups.setdefault((win.out_h, win.out_w), []).append(i)
     return groups
 
 
@@ -77,21 +76,12 @@ def _center(box: FloatArray) -> tuple[float, float]:
 
 
 class Refiner:
-    """Batched re-detection of faces around given boxes, on full-resolution crops.
-
-    ``detector`` (full precision) runs the small faces' native windows; ``shrunk`` (by
-    default the same; the pipeline gives its frame-wide detector, int8 where that is)
-    the shrunk squares. A shrunk crop's landmarks are limited by the shrinking, not by
-    int8 arithmetic: on the 1080p crowd, faces of 48 px and more land 3.0 % of their
-    size from full-frame detection's with int8 and 2.8 % with fp32, at 2/3 of the time.
-    """
+    """Batched re-detection of faces around given boxes, on full-resolution crops."""
 
     share = True  # small faces close together share one native window (fewer pixels)
 
-    def __init__(self, detector: FaceDetector, size: int, small: int = 0,
-                 shrunk: FaceDetector | None = None) -> None:
+    def __init__(self, detector: FaceDetector, size: int, small: int = 0) -> None:
         self.detector = detector
-        self.shrunk = shrunk or detector
         self.size = size
         self.small = max(small, size)  # native window of a small face (never < size)
 
@@ -171,12 +161,12 @@ class Refiner:
             return []
         windows = self.plan(jobs)
         found = [Detections.empty()] * len(jobs)
-        for (native, _, _), idx in by_output(windows).items():  # a batch per input size
+        for idx in by_output(windows).values():  # one batch per detector input size
             crops: dict[tuple[int, Window], int] = {}  # a shared window is cut once
             for i in idx:
                 crops.setdefault((id(jobs[i][0]), windows[i]), i)
             slot = {key: n for n, key in enumerate(crops)}
-            heads = (self.detector if native else self.shrunk).model.infer(self.detector.blob(
+            heads = self.detector.model.infer(self.detector.blob(
                 [self.crop(jobs[i][0], windows[i]) for i in crops.values()]))
             for i in idx:
                 found[i] = self.pick(heads, slot[id(jobs[i][0]), windows[i]], jobs[i],

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 
 from stream_gate.bench import run_pipeline_variant
-from stream_gate.config import DetectConfig, RuntimeConfig, load_settings
+from stream_gate.config import DetectConfig, load_settings
 from stream_gate.detect import CenterFaceDetector, make_detector
 from stream_gate.errors import ConfigError
-from stream_gate.find import FaceFinder
 from stream_gate.pipeline import Pipeline
 from stream_gate.refine import Refiner
 from stream_gate.score import yaw_estimate
@@ -117,37 +116,6 @@ def test_small_faces_native_window_puts_landmarks_where_full_frame_detection_doe
     assert np.mean(error["192 own"]) < 0.5 * np.mean(error["96"])
     assert np.mean(error["192 shared"]) < np.mean(error["192 own"]) + 0.1
     assert pixels["192 shared"] < 0.9 * pixels["192 own"]
-
-
-def test_shrunk_crops_on_the_int8_detector_place_landmarks_as_fp32_does(
-        media: Callable[[str], Path]) -> None:
-    """Faces of 48 px and more are refined on crops shrunk to refine_px; there the
-    shrinking limits their landmarks, not int8 arithmetic, so the pipeline runs those
-    crops on its (faster) int8 frame-wide detector: every face found, landmarks about
-    as close to full-frame detection's as fp32 puts them."""
-    frames = frames_of(media(CROWD), set(range(0, 105, 10)))
-    full = make_detector(DetectConfig(precision="fp32", max_side=4096))
-    fp32 = make_detector(DetectConfig(), precise=True)
-    refiners = {"fp32": Refiner(fp32, 96, 192),
-                "int8": Refiner(fp32, 96, 192, make_detector(DetectConfig()))}
-    error: dict[str, list[float]] = {name: [] for name in refiners}
-    for frame in frames:
-        faces = full.detect([frame])[0]
-        size = np.maximum(faces.boxes[:, 2] - faces.boxes[:, 0],
-                          faces.boxes[:, 3] - faces.boxes[:, 1])
-        big = np.flatnonzero((faces.scores > 0.5) & (2 * size > 96))
-        for name, refiner in refiners.items():
-            found = refiner.refine([(frame, faces.boxes[i]) for i in big])
-            assert all(len(d) == 1 for d in found), name
-            error[name] += [float(np.linalg.norm(d.landmarks[0] - faces.landmarks[i],
-                                                 axis=1).mean() / size[i])
-                            for i, d in zip(big, found, strict=True)]
-    assert len(error["int8"]) >= 40 and error["int8"] != error["fp32"]
-    # Measured: 3.0 % of the face size with int8, 2.8 % with fp32.
-    assert np.mean(error["int8"]) < 1.15 * np.mean(error["fp32"])
-    refiner = FaceFinder(DetectConfig(), RuntimeConfig()).refiner  # the pipeline's
-    assert refiner is not None
-    assert refiner.shrunk.quantized and not refiner.detector.quantized
 
 
 def test_refine_finds_nothing_where_there_is_no_face(media: Callable[[str], Path]) -> None:
