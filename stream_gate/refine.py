@@ -12,10 +12,12 @@ it finds worse. Its crop is ``detect.refine_small_px`` of original pixels instea
 the full-resolution detector's stride grid, so the detector sees what it would see in
 the whole frame. That window is larger than ``refine_px`` because the detector's
 deepest layers look ~100 px around a face: in a 96-px window most of that is the crop's
-black border, and the landmarks of faces up to 48 px land 1.2 px (mean) from where
+black border, and the landmarks of faces of 32-48 px land 1.4 px (mean) from where
 full-frame detection puts them; in 192 px, 0.4 px (0.2 at 256). At that size half a
-pixel moves a crop's quality by several points (scripts/alignment_noise.py), so the
-window is worth its ~4× cost for the few faces that get it; close faces share one.
+pixel moves a crop's quality by several points (2-5 points from the full-frame crop's
+on the crowd at 96 px, ~2 at 192), so the window is worth its ~4× cost; close faces
+share one. Faces under ``PRECISE_MIN_PX`` keep a ``refine_px`` window: their quality
+(~6 on average) moved by under a point.
 
 The same call serves the frames between two frame-wide detections: the tracker's
 predicted boxes are refined instead of detecting the whole frame (detection every k-th
@@ -40,6 +42,10 @@ CONTEXT = 2.0  # crop side / face size: room for the motion between frames
 # (0.198 on the crowd clip) lost faces the tracker itself would have matched.
 MIN_IOU, GROW = 0.2, 0.5
 GRID = 32  # CenterFace's coarsest stride: native crops start on its full-frame grid
+# Faces under this (box side, frame px) keep a refine_px native window: their crops are
+# upsampled 3-4× and score ~6 on average (crowd, 1080p and 720p), and the larger window
+# moved their quality by under a point where it moved 32-48 px faces' by 2-3.
+PRECISE_MIN_PX = 32
 
 
 class Window(NamedTuple):
@@ -89,17 +95,20 @@ class Refiner:
         """The crop around ``box``: a square of ``CONTEXT`` × the face's size, shrunk to
         ``size``; or for a face small enough not to need shrinking, its native window
         (never a square that would have to be enlarged)."""
-        side = round(CONTEXT * max(float(box[2] - box[0]), float(box[3] - box[1])))
+        face = max(float(box[2] - box[0]), float(box[3] - box[1]))
+        side = round(CONTEXT * face)
         if side <= self.size:
-            return self.native_window([_center(box)])
+            n = self.small if face >= PRECISE_MIN_PX else self.size
+            return self.native_window([_center(box)], n)
         cx, cy = _center(box)
         x0, y0 = round(cx - side / 2), round(cy - side / 2)
         return Window(x0, y0, side, side, self.size, self.size)
 
-    def native_window(self, centers: Sequence[tuple[float, float]]) -> Window:
-        """Original pixels on the ``GRID`` reaching ``small`` / 2 (± half a grid step)
-        past the given face centres on every side: ``small`` square for one face."""
-        half = self.small / 2
+    @staticmethod
+    def native_window(centers: Sequence[tuple[float, float]], n: int) -> Window:
+        """Original pixels on the ``GRID`` reaching ``n`` / 2 (± half a grid step) past
+        the given face centres on every side: an ``n`` square for one face."""
+        half = n / 2
         x0 = round((min(x for x, _ in centers) - half) / GRID) * GRID
         y0 = round((min(y for _, y in centers) - half) / GRID) * GRID
         x1 = round((max(x for x, _ in centers) + half) / GRID) * GRID
@@ -114,16 +123,16 @@ class Refiner:
         windows = [self.window(box) for _, box in jobs]
         if not self.share:
             return windows
-        small: dict[int, list[int]] = {}
+        small: dict[tuple[int, int], list[int]] = {}  # (frame, margin) -> faces
         for i, ((image, _), win) in enumerate(zip(jobs, windows, strict=True)):
             if win.native:
-                small.setdefault(id(image), []).append(i)
-        for idx in small.values():
+                small.setdefault((id(image), win.w), []).append(i)
+        for (_, n), idx in small.items():
             groups: list[tuple[list[int], Window]] = []
             for i in sorted(idx, key=lambda i: _center(jobs[i][1])):
                 own = windows[i]
                 for g, (members, win) in enumerate(groups):
-                    both = self.native_window([_center(jobs[m][1]) for m in [*members, i]])
+                    both = self.native_window([_center(jobs[m][1]) for m in [*members, i]], n)
                     if both.w * both.h <= win.w * win.h + own.w * own.h:
                         groups[g] = ([*members, i], both)
                         break

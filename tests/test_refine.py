@@ -15,7 +15,7 @@ from stream_gate.config import DetectConfig, load_settings
 from stream_gate.detect import CenterFaceDetector, make_detector
 from stream_gate.errors import ConfigError
 from stream_gate.pipeline import Pipeline
-from stream_gate.refine import Refiner
+from stream_gate.refine import PRECISE_MIN_PX, Refiner
 from stream_gate.score import yaw_estimate
 from stream_gate.track import iou_matrix
 from stream_gate.types import Frame
@@ -84,11 +84,12 @@ def test_small_faces_are_found_again_even_from_a_lagging_prediction(
 def test_small_faces_native_window_puts_landmarks_where_full_frame_detection_does(
         media: Callable[[str], Path]) -> None:
     """The detector's deep layers look ~100 px around a face. A 192-px window of original
-    pixels gives them that context, and the landmarks of faces under 48 px (which set
+    pixels gives them that context, and the landmarks of faces of 32-48 px (which set
     the aligned crop; half a pixel moves a small crop's quality by points) land far
     closer to full-frame detection's than in a 96-px window, mostly black border. Close
-    faces sharing one window (fewer pixels to detect on) keep that precision."""
-    frames = frames_of(media(CROWD), set(range(0, 105, 10)))
+    faces sharing one window (fewer pixels to detect on) keep that precision. Faces
+    under 32 px, whose quality it barely moves, keep 96-px windows."""
+    frames = frames_of(media(CROWD), set(range(0, 105, 5)))
     full = make_detector(DetectConfig(precision="fp32", max_side=4096))
     detector = make_detector(DetectConfig(), precise=True)  # the pipeline's refiner
     refiners = {"96": Refiner(detector, 96, 96), "192 own": Refiner(detector, 96, 192),
@@ -101,21 +102,24 @@ def test_small_faces_native_window_puts_landmarks_where_full_frame_detection_doe
         size = np.maximum(faces.boxes[:, 2] - faces.boxes[:, 0],
                           faces.boxes[:, 3] - faces.boxes[:, 1])
         small = np.flatnonzero((faces.scores > 0.3) & (2 * size <= 96))  # all refined
-        sure = [i for i in small if faces.scores[i] > 0.5]  # landmarks worth comparing
+        # Landmarks worth comparing; faces under PRECISE_MIN_PX keep 96-px windows.
+        sure = [i for i in small if faces.scores[i] > 0.5 and size[i] >= PRECISE_MIN_PX]
         for name, refiner in refiners.items():
             jobs = [(frame, faces.boxes[i]) for i in small]
+            assert all(refiner.window(faces.boxes[i]).w == (
+                96 if size[i] < PRECISE_MIN_PX else refiner.small) for i in small)
             pixels[name] += sum(win.w * win.h for win in set(refiner.plan(jobs)))
             found = dict(zip(small, refiner.refine(jobs), strict=True))
             error[name] += [float(np.linalg.norm(found[i].landmarks[0] - faces.landmarks[i],
                                                  axis=1).mean()) for i in sure if len(found[i])]
-    assert len(error["192 own"]) >= 12
+    assert len(error["192 own"]) >= 20
     assert len(error["192 own"]) >= len(error["96"])
     assert len(error["192 shared"]) == len(error["192 own"])
-    # Measured: 1.2 px mean in 96-px windows, 0.4 px in 192-px ones.
+    # Measured (26 faces): 1.4 px mean in 96-px windows, 0.4 px in 192-px ones.
     assert np.mean(error["192 own"]) < 0.6
     assert np.mean(error["192 own"]) < 0.5 * np.mean(error["96"])
     assert np.mean(error["192 shared"]) < np.mean(error["192 own"]) + 0.1
-    assert pixels["192 shared"] < 0.9 * pixels["192 own"]
+    assert pixels["192 shared"] < 0.97 * pixels["192 own"]  # measured: 0.95
 
 
 def test_refine_finds_nothing_where_there_is_no_face(media: Callable[[str], Path]) -> None:

@@ -196,13 +196,14 @@ def test_refinement_crops_cut_together_on_the_device_are_the_cpu_path_s(
     cpu, dev = Refiner(detector, 96, 192), DeviceRefiner(detector, 96, 192)
     on_device = upload_frames(frames, torch.device("cpu"))
     boxes = {20: [(-5, -8, 15, 12), (900, 500, 920, 520), (1905, 1070, 1925, 1090),
-                  (300, 40, 320, 60)],  # small faces: 192-px native windows, corners, edges
+                  (300, 40, 320, 60)],  # tiny faces: 96-px native windows, corners, edges
+             40: [(-15, -18, 25, 22), (1895, 1060, 1935, 1100), (600, 300, 640, 340)],
              120: [(-40, 900, 80, 1020), (1000, 300, 1120, 420)]}  # 240 px shrunk to 96
+    want_windows = {20: (96, 96, 96), 40: (192, 192, 192), 120: (240, 240, 96)}
     for size, group in boxes.items():
         jobs = [(i % 2, np.array(b, np.float32)) for i, b in enumerate(group)]
         windows = dev.plan(jobs)
-        assert {(w.w, w.h, w.out_w) for w in windows} == (
-            {(192, 192, 192)} if size < 48 else {(2 * size, 2 * size, 96)})
+        assert {(w.w, w.h, w.out_w) for w in windows} == {want_windows[size]}
         got = dev._cut([on_device[fi] for fi, _ in jobs], windows)
         for (fi, _), win, crop in zip(jobs, windows, got, strict=True):
             want = cpu.crop(frames[fi], win)[:, :, ::-1]  # RGB, as the detector reads
