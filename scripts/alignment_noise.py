@@ -10,7 +10,7 @@ difference in quality is noise the best-shot parity of `bench` cannot get below.
 N(0, 0.5 px) per coordinate (4 seeded draws a face): how much sub-pixel landmark noise
 alone moves the score.
 Usage: .venv/bin/python scripts/alignment_noise.py VIDEO [--sizes 64,96,128,192]
-       [--model cr-fiqa-s | path/to/manifest.json]
+       [--small 192 | 0] [--model cr-fiqa-s | path/to/manifest.json]
 """
 
 from __future__ import annotations
@@ -35,11 +35,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("video", type=Path)
     p.add_argument("--sizes", default="64,96,128,192", help="refinement crop sides")
+    p.add_argument("--small", type=int, default=DetectConfig().refine_small_px,
+                   help="native window of faces of 32 px up to size/2 (detect."
+                        "refine_small_px; 0: the crop side, as before it existed)")
     p.add_argument("--frames", type=int, default=40, help="frames to use (every 5th)")
     p.add_argument("--model", default="cr-fiqa-s", help="quality model: name or manifest path")
     args = p.parse_args()
     full = make_detector(DetectConfig(precision="fp32", max_side=4096))
-    refiners = {int(s): Refiner(make_detector(DetectConfig(), precise=True), int(s))
+    refiners = {int(s): Refiner(make_detector(DetectConfig(), precise=True), int(s), args.small)
                 for s in args.sizes.split(",")}
     scorer = make_scorer(ScoreConfig(model=args.model))
     rng = np.random.default_rng(0)
