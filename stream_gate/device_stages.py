@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from stream_gate.align import CROP_SIZE
 from stream_gate.batch_align import align_batch
 from stream_gate.errors import ModelError
+from stream_gate.groups import group_by
 from stream_gate.quality_model import CrFiqaScorer
 from stream_gate.refine import Refiner, Window, by_output
 from stream_gate.runtime import device_of
@@ -32,10 +33,8 @@ def by_shape(images: Sequence[Any], indices: Iterable[int] | None = None
              ) -> dict[tuple[int, ...], list[int]]:
     """The indices of ``images`` (all, or ``indices``) grouped by image shape, in order:
     the frames of one camera size are batched together on the device."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i in range(len(images)) if indices is None else indices:
-        groups.setdefault(tuple(images[i].shape), []).append(i)
-    return groups
+    return group_by(range(len(images)) if indices is None else indices,
+                    lambda i: tuple(images[i].shape))
 
 
 def upload_frames(images: Sequence[ImageBGR], device: torch.device) -> list[torch.Tensor]:
@@ -152,13 +151,13 @@ class DeviceRefiner(Refiner):
         for (out_h, out_w), idx in by_output(windows).items():  # a batch per input size
             batch = torch.empty((len(idx), 3, out_h, out_w), device=model.device,
                                 dtype=model.dtype)
-            cuts: dict[tuple[tuple[int, ...], int, int], list[int]] = {}
-            for n, i in enumerate(idx):
-                key = (tuple(on_device[i].shape), windows[i].w, windows[i].h)
-                cuts.setdefault(key, []).append(n)
-            for slots in cuts.values():
-                batch[slots] = self._cut([on_device[idx[n]] for n in slots],
-                                         [windows[idx[n]] for n in slots]).to(batch.dtype)
+            slot = {i: n for n, i in enumerate(idx)}
+            cuts = group_by(idx, lambda i: (tuple(on_device[i].shape), windows[i].w,
+                                            windows[i].h))  # frame size, window size
+            for members in cuts.values():
+                batch[[slot[i] for i in members]] = self._cut(
+                    [on_device[i] for i in members], [windows[i] for i in members]
+                ).to(batch.dtype)
             heads = [h.cpu().numpy() for h in model.infer_tensor(batch)]
             for n, i in enumerate(idx):
                 found[i] = self.pick(heads, n, jobs[i], windows[i])

@@ -5,19 +5,19 @@ The frame-wide detector runs on a scaled-down frame (``detect.max_side``), so a 
 original: enough to tilt the aligned crop and cost quality points. Refinement cuts a
 square of ``CONTEXT`` × the face's size around each face from the original frame,
 shrinks it to ``detect.refine_px`` and runs the same detector on all of them in one
-batch (the small faces' windows, below, in batches of their own size). A face too small for that
-square to need shrinking is never enlarged: CenterFace misses most faces under 32 px
-once they are upscaled (11 of 14 on the 1080p crowd) and places the landmarks of those
-it finds worse. Its crop is ``detect.refine_small_px`` of original pixels instead, on
-the full-resolution detector's stride grid, so the detector sees what it would see in
-the whole frame. That window is larger than ``refine_px`` because the detector's
-deepest layers look ~100 px around a face: in a 96-px window most of that is the crop's
-black border, and the landmarks of faces of 32-48 px land 1.4 px (mean) from where
-full-frame detection puts them; in 192 px, 0.4 px (0.2 at 256). At that size half a
-pixel moves a crop's quality by several points (2-5 points from the full-frame crop's
-on the crowd at 96 px, ~2 at 192), so the window is worth its ~4× cost; close faces
-share one. Faces under ``PRECISE_MIN_PX`` keep a ``refine_px`` window: their quality
-(~6 on average) moved by under a point.
+batch (the small faces' windows, below, in batches of their own size). A face too
+small for that square to need shrinking is never enlarged: CenterFace misses most
+faces under 32 px once they are upscaled (11 of 14 on the 1080p crowd) and places the
+landmarks of those it finds worse. Its crop is ``detect.refine_small_px`` of original
+pixels instead, on the full-resolution detector's stride grid, so the detector sees
+what it would see in the whole frame. That window is larger than ``refine_px``
+because the detector's deepest layers look ~100 px around a face: in a 96-px window
+most of that is the crop's black border, and the landmarks of faces of 32-48 px land
+1.4 px (mean) from where full-frame detection puts them; in 192 px, 0.4 px (0.2 at
+256). At that size half a pixel moves a crop's quality by several points (2-5 points
+from the full-frame crop's on the crowd at 96 px, ~2 at 192), so the window is worth
+its ~4× cost; close faces share one. Faces under ``PRECISE_MIN_PX`` keep a
+``refine_px`` window: their quality (~6 on average) moved by under a point.
 
 The same call serves the frames between two frame-wide detections: the tracker's
 predicted boxes are refined instead of detecting the whole frame (detection every k-th
@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from stream_gate.detect import FaceDetector, nms
+from stream_gate.groups import group_by
 from stream_gate.track import buffered, iou_matrix
 from stream_gate.types import Detections, FloatArray, ImageBGR
 
@@ -71,10 +72,7 @@ class Window(NamedTuple):
 
 def by_output(windows: Sequence[Window]) -> dict[tuple[int, int], list[int]]:
     """The indices of ``windows`` grouped by detector input size (h, w): one batch each."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, win in enumerate(windows):
-        groups.setdefault((win.out_h, win.out_w), []).append(i)
-    return groups
+    return group_by(range(len(windows)), lambda i: (windows[i].out_h, windows[i].out_w))
 
 
 def _center(box: FloatArray) -> tuple[float, float]:
@@ -123,10 +121,8 @@ class Refiner:
         windows = [self.window(box) for _, box in jobs]
         if not self.share:
             return windows
-        small: dict[tuple[int, int], list[int]] = {}  # (frame, margin) -> faces
-        for i, ((image, _), win) in enumerate(zip(jobs, windows, strict=True)):
-            if win.native:
-                small.setdefault((id(image), win.w), []).append(i)
+        small = group_by((i for i, win in enumerate(windows) if win.native),
+                         lambda i: (id(jobs[i][0]), windows[i].w))  # (frame, side) -> faces
         for (_, n), idx in small.items():
             groups: list[tuple[list[int], Window]] = []
             for i in sorted(idx, key=lambda i: _center(jobs[i][1])):
