@@ -5,11 +5,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo test lint clean
+.PHONY: setup system-deps demo test lint lock clean
 
-$(VENV)/.installed: pyproject.toml
+# Every package comes from requirements.lock (pinned, with hashes), the project itself
+# without build isolation, so nothing is resolved from what the index serves that day.
+# `make lock` re-resolves it (then run the tests before committing the new lock).
+$(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,train]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+		-r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+		-e .
 	touch $@
 
 setup: $(VENV)/.installed
@@ -21,8 +27,13 @@ demo: setup
 	$(VENV)/bin/stream-gate demo
 
 lint: setup
-	$(VENV)/bin/ruff check stream_gate trainer tests
+	$(VENV)/bin/ruff check stream_gate trainer tests scripts
 	$(VENV)/bin/mypy
+
+lock: setup
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--extra dev --extra train --no-emit-index-url --no-emit-find-links \
+		-o requirements.lock pyproject.toml
 
 # pytest exits 5 when it collects no test; that is not a failure of the project.
 test: system-deps setup lint
