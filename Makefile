@@ -29,6 +29,7 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check stream_gate trainer tests scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 lock: setup
 	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \

@@ -21,11 +21,12 @@ from pathlib import Path
 import av
 import numpy as np
 
-from stream_gate.align import align_face
-from stream_gate.config import DetectConfig, ScoreConfig
-from stream_gate.detect import make_detector
-from stream_gate.refine import Refiner
-from stream_gate.score import make_scorer
+from stream_gate.config import DetectConfig, RuntimeConfig, ScoreConfig
+from stream_gate.runtime import Backend
+from stream_gate.stages.align_score import build_scorer
+from stream_gate.stages.align_score.template import align_face
+from stream_gate.stages.detect import build_host_detector
+from stream_gate.stages.refine import Planner, Refiner
 
 BUCKETS = ((0, 40), (40, 64), (64, 96), (96, 10_000))  # face size, frame pixels
 JITTER_PX, JITTER_DRAWS = 0.5, 4
@@ -41,17 +42,18 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=40, help="frames to use (every 5th)")
     p.add_argument("--model", default="cr-fiqa-s", help="quality model: name or manifest path")
     args = p.parse_args()
-    full = make_detector(DetectConfig(precision="fp32", max_side=4096))
-    refiners = {int(s): Refiner(make_detector(DetectConfig(), precise=True), int(s), args.small)
+    full = build_host_detector(DetectConfig(precision="fp32", max_side=4096))
+    precise = build_host_detector(DetectConfig(), precise=True)
+    refiners = {int(s): Refiner(precise, Planner(int(s), args.small))
                 for s in args.sizes.split(",")}
-    scorer = make_scorer(ScoreConfig(model=args.model))
+    scorer = build_scorer(ScoreConfig(model=args.model), Backend(RuntimeConfig()))
     rng = np.random.default_rng(0)
     with av.open(str(args.video)) as c:
         frames = [f.to_ndarray(format="bgr24") for i, f in enumerate(c.decode(video=0))
                   if i % 5 == 0][:args.frames]
     rows: list[tuple[float, dict[str, float]]] = []
     for frame in frames:
-        found = full.detect([frame])[0]
+        found = full.detect_images([frame])[0]
         for k in np.flatnonzero(found.scores > 0.5):
             box = found.boxes[k]
             marks = {"full": found.landmarks[k]}

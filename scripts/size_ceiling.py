@@ -39,9 +39,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from stream_gate.align import ARCFACE_TEMPLATE, CROP_SIZE, align_face, umeyama
-from stream_gate.config import ScoreConfig
-from stream_gate.score import QualityScorer, make_scorer
+from stream_gate.config import RuntimeConfig, ScoreConfig
+from stream_gate.runtime import Backend
+from stream_gate.stages.align_score import QualityScorer, build_scorer
+from stream_gate.stages.align_score.template import ARCFACE_TEMPLATE, CROP_SIZE, align_face, umeyama
 from trainer.data import Sample, load_prepared
 
 SIZES = (12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96)  # frame px behind the template
@@ -95,7 +96,7 @@ def main() -> None:
     args = p.parse_args()
     _, samples = load_prepared(args.prepared)
     val = [s for s in samples if s.split == "val"]
-    table = measure(val, make_scorer(ScoreConfig(model=args.model)))
+    table = measure(val, build_scorer(ScoreConfig(model=args.model), Backend(RuntimeConfig())))
     print(f"{len(val)} validation photos, model {args.model}")
     print("face_px  photos  median   p99    max")
     for j, size in enumerate(SIZES):

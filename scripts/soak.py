@@ -15,11 +15,11 @@ import threading
 import time
 from pathlib import Path
 
-from stream_gate.bench import RssSampler
+from stream_gate.bench.report import RssSampler
 from stream_gate.config import load_settings
 from stream_gate.log import setup_logging
-from stream_gate.pipeline import Pipeline
-from stream_gate.publish import RedisSink
+from stream_gate.pipeline.graph import build_pipeline
+from stream_gate.stages.publish import RedisSink
 
 
 def fds() -> int:
@@ -39,7 +39,7 @@ def main() -> None:
         "select": {"policy": "improving", "min_quality": 20},
         "streams": [{"id": "soak", "url": f"loop://{args.video}", "fps": args.fps}],
     })
-    pipeline = Pipeline(settings, [RedisSink(settings.redis)])
+    pipeline = build_pipeline(settings, [RedisSink(settings.redis)])
     runner = threading.Thread(target=pipeline.run, daemon=True)
     t0 = time.monotonic()
     runner.start()

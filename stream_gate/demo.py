@@ -1,4 +1,4 @@
-"""The demo: a sample clip made at run time, a track table and a contact sheet.
+"""The demo's sample clip, made at run time (the demo and the bench use it).
 
 The clip needs no network and no data files: two "people" cut from scikit-image's
 bundled ``astronaut`` photo walk across a synthetic scene, growing as they approach,
@@ -8,7 +8,6 @@ blurred at some moments and sharp at others, so the gate has something to choose
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,9 +16,6 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import skimage.data
-
-from stream_gate.pipeline import RunReport
-from stream_gate.types import Emission
 
 W, H = 640, 360
 
@@ -96,44 +92,4 @@ def render_sample_clip(path: Path, seconds: float = 8.0, fps: int = 25, seed: in
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    return path
-
-
-def track_table(report: RunReport) -> str:
-    """A plain-text table: one row per confirmed track."""
-    rows = [("stream", "track", "hits", "scored", "best q", "emitted")]
-    for (sid, tid), t in sorted(report.tracks.items()):
-        if not t.confirmed:
-            continue
-        emitted = ", ".join(f"{e.reason}#{e.rank} q={e.candidate.quality:.1f}" for e in t.emitted)
-        best = f"{t.best_quality:.1f}" if t.scored else "-"
-        rows.append((sid, str(tid), str(t.hits), str(t.scored), best, emitted or "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def contact_sheet(emissions: Iterable[Emission], path: Path, cols: int = 8) -> Path | None:
-    """A PNG grid of emitted crops, each labelled with stream, track and quality."""
-    ems = sorted(emissions, key=lambda e: (e.candidate.stream_id, e.candidate.track_id, e.rank))
-    if not ems:
-        return None
-    tile, label_h = 112, 30
-    cols = min(cols, len(ems))
-    rows = math.ceil(len(ems) / cols)
-    sheet = np.full((rows * (tile + label_h), cols * tile, 3), 255, np.uint8)
-    for i, em in enumerate(ems):
-        r, c = divmod(i, cols)
-        y, x = r * (tile + label_h), c * tile
-        sheet[y : y + tile, x : x + tile] = em.candidate.crop
-        for j, text in enumerate(
-            (f"{em.candidate.stream_id} t{em.candidate.track_id}",
-             f"q={em.candidate.quality:.1f} {em.reason}")
-        ):
-            cv2.putText(sheet, text, (x + 3, y + tile + 12 + 13 * j), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.33, (0, 0, 0), 1, cv2.LINE_AA)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), sheet):
-        raise OSError(f"cannot write {path}")
     return path

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import torch
 
 FloatArray = npt.NDArray[np.float32]
 ImageBGR = npt.NDArray[np.uint8]
@@ -37,6 +41,25 @@ class Frame:
     @property
     def width(self) -> int:
         return int(self.image.shape[1])
+
+
+@dataclass(frozen=True, slots=True)
+class FrameBatch:
+    """The frames of one batch (from any streams, each stream's in order), and the same
+    frames on the backend's device when the stages run there (uint8 HWC BGR tensors,
+    uploaded once by the batch stage; None on the host backend)."""
+
+    frames: Sequence[Frame]
+    device: Sequence[torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def subset(self, indices: Sequence[int]) -> FrameBatch:
+        """The frames at ``indices`` (and their device copies), in that order."""
+        dev = self.device
+        return FrameBatch([self.frames[i] for i in indices],
+                          None if dev is None else [dev[i] for i in indices])
 
 
 @dataclass(frozen=True, slots=True)

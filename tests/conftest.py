@@ -9,11 +9,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import redis
+
+from stream_gate.config import DetectConfig, RuntimeConfig
+from stream_gate.runtime import Backend
+from stream_gate.stages.batch import build_batcher
+from stream_gate.types import Frame, FrameBatch, ImageBGR
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared/data beside the checkout; elsewhere (a lent GPU machine gets the checkout
@@ -82,6 +87,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None,
         [sys.executable, "-m", "stream_gate.cli", *args],
         capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=full_env,
     )
+
+
+def batch_of(images: Sequence[ImageBGR], backend: Backend | None = None) -> FrameBatch:
+    """Images as one batch of frames of one stream, uploaded when ``backend`` has a
+    device (as the batch stage makes them)."""
+    frames = [Frame("test", i, None, i / 10, 0, im) for i, im in enumerate(images)]
+    cfg = backend or Backend(RuntimeConfig())
+    return build_batcher(DetectConfig(), cfg).pack(frames)
 
 
 def free_port() -> int:

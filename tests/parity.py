@@ -8,11 +8,11 @@ from pathlib import Path
 
 import cv2
 
-from stream_gate.align import align_face
 from stream_gate.config import DetectConfig, RuntimeConfig, ScoreConfig
-from stream_gate.detect import make_detector
-from stream_gate.engines_tool import face_agreement
-from stream_gate.score import QualityScorer, make_scorer
+from stream_gate.service.engines import face_agreement
+from stream_gate.stages.align_score import CrFiqaScorer, QualityScorer
+from stream_gate.stages.align_score.template import align_face
+from stream_gate.stages.detect import build_host_detector
 from stream_gate.types import Detections
 
 
@@ -30,9 +30,9 @@ def assert_same_quality(lfw_image: Callable[..., Path], runtime: RuntimeConfig,
     """A real face photo scores within 1 point on ``runtime`` (or ``scorer``) and on
     onnxruntime."""
     photo = cv2.imread(str(lfw_image()))
-    face = make_detector(DetectConfig()).detect([photo])[0]
+    face = build_host_detector(DetectConfig()).detect_images([photo])[0]
     crop = align_face(photo, face.landmarks[0])[0]
-    q_cpu = make_scorer(ScoreConfig()).score([crop], [face.landmarks[0]]).quality
-    dev = scorer or make_scorer(ScoreConfig(), runtime)
+    q_cpu = CrFiqaScorer.load().score([crop], [face.landmarks[0]]).quality
+    dev = scorer or CrFiqaScorer.load(ScoreConfig().model, runtime)
     q_dev = dev.score([crop], [face.landmarks[0]]).quality
     assert abs(float(q_cpu[0]) - float(q_dev[0])) <= 1.0

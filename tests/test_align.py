@@ -8,9 +8,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream_gate.align import ARCFACE_TEMPLATE, CROP_SIZE, align_face, umeyama
 from stream_gate.config import DetectConfig
-from stream_gate.detect import CenterFaceDetector
+from stream_gate.stages.align_score.template import ARCFACE_TEMPLATE, CROP_SIZE, align_face, umeyama
+from stream_gate.stages.detect import build_host_detector
 
 
 def test_umeyama_recovers_a_known_similarity() -> None:
@@ -30,7 +30,7 @@ def test_umeyama_never_reflects() -> None:
 
 def test_real_face_lands_on_the_template(lfw_image: Callable[..., Path]) -> None:
     image = cv2.imread(str(lfw_image()))
-    det = CenterFaceDetector(DetectConfig()).detect([image])[0]
+    det = build_host_detector(DetectConfig(), precise=True).detect_images([image])[0]
     assert len(det) >= 1
     best = int(np.argmax(det.scores))
     crop, m = align_face(image, det.landmarks[best])
@@ -40,7 +40,8 @@ def test_real_face_lands_on_the_template(lfw_image: Callable[..., Path]) -> None
     assert np.abs(mapped - ARCFACE_TEMPLATE).max() < 6.0
     # Detecting again on the aligned crop (padded) finds the face where the template is.
     canvas = cv2.copyMakeBorder(crop, 56, 56, 56, 56, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    again = CenterFaceDetector(DetectConfig(min_face_px=0)).detect([canvas])[0]
+    again = build_host_detector(DetectConfig(min_face_px=0), precise=True).detect_images(
+        [canvas])[0]
     assert len(again) >= 1
     eyes = again.landmarks[int(np.argmax(again.scores))][:2] - 56
     assert np.abs(eyes - ARCFACE_TEMPLATE[:2]).max() < 6.0

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream_gate.align import align_face
-from stream_gate.batch_align import align_batch
 from stream_gate.config import DetectConfig
-from stream_gate.detect import make_detector
+from stream_gate.stages.align_score.template import align_face
+from stream_gate.stages.align_score.torch import align_batch
+from stream_gate.stages.detect import build_host_detector
 
 from .test_detect import frames_of
 
@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch", reason="PyTorch is not installed (train/gpu
 
 def _check(device: str, media: Callable[[str], Path]) -> None:
     frames = frames_of(media("crowd_walking_1080p.mp4"), {0, 60})
-    dets = make_detector(DetectConfig(max_side=960, precision="fp32")).detect(frames)
+    dets = build_host_detector(DetectConfig(max_side=960, precision="fp32")).detect_images(frames)
     faces = [(fi, lm) for fi, d in enumerate(dets) for lm in d.landmarks]
     assert len(faces) >= 10 and len({fi for fi, _ in faces}) == 2
     stack = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().to(device)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from stream_gate.config import load_settings
-from stream_gate.pipeline import Pipeline
+from stream_gate.pipeline.graph import build_pipeline
 
 
 def test_a_partial_batch_does_not_wait_for_frames_that_are_not_due(
@@ -20,7 +20,7 @@ def test_a_partial_batch_does_not_wait_for_frames_that_are_not_due(
         "streams": [{"id": "cam", "url": "loop://" + str(media("intel_classroom.mp4")),
                      "fps": 10.0}],
         "detect": {"batch_size": 8, "max_wait_ms": 2000}})
-    pipeline = Pipeline(settings, [], collect=True)
+    pipeline = build_pipeline(settings, [], collect=True)
     report = pipeline.run(duration=4.0)
     assert report.frames >= 25  # ~10 analysed frames per second kept up
     assert float(np.percentile(report.latency_ms, 95)) < 500

@@ -8,12 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from stream_gate.bench import (
-    best_shot_parity,
-    naive_settings,
-    run_pipeline_variant,
-    search_capacity,
-)
+from stream_gate.bench.capacity import search_capacity
+from stream_gate.bench.parity import best_shot_parity
+from stream_gate.bench.variants import naive_settings, run_pipeline_variant
 from stream_gate.config import load_settings
 
 from .conftest import run_cli

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from stream_gate import decode
 from stream_gate.config import DecodeConfig
-from stream_gate.decode import Source, StreamReader
 from stream_gate.errors import SourceError
+from stream_gate.stages.decode import Source, StreamReader
+from stream_gate.stages.decode import source as decode
 from stream_gate.types import Frame
 
 

@@ -11,7 +11,9 @@ import numpy as np
 import onnx
 
 from stream_gate.config import DetectConfig
-from stream_gate.detect import CenterFaceDetector, centerface_onnx_bytes, input_size, nms
+from stream_gate.geometry import nms
+from stream_gate.stages.detect import build_host_detector, centerface_onnx_bytes
+from stream_gate.stages.detect.base import input_size
 
 
 def frames_of(path: Path, indices: set[int]) -> list[np.ndarray]:
@@ -46,9 +48,9 @@ def test_nms_keeps_best_of_overlapping_boxes() -> None:
 
 def test_crowd_frames_batched_equal_single(media: Callable[[str], Path]) -> None:
     frames = frames_of(media("crowd_walking_1080p.mp4"), {0, 50})
-    det = CenterFaceDetector(DetectConfig(max_side=960))
-    batched = det.detect(frames)
-    single = [det.detect([f])[0] for f in frames]
+    det = build_host_detector(DetectConfig(max_side=960), precise=True)
+    batched = det.detect_images(frames)
+    single = [det.detect_images([f])[0] for f in frames]
     for b, s in zip(batched, single, strict=True):
         assert len(b) >= 5  # a crowd walking toward the camera
         np.testing.assert_allclose(b.boxes, s.boxes, atol=0.5)
@@ -64,9 +66,9 @@ def test_mixed_frame_sizes_in_one_batch(media: Callable[[str], Path],
                                         lfw_image: Callable[..., Path]) -> None:
     crowd = frames_of(media("crowd_walking_1080p.mp4"), {0})[0]
     photo = cv2.imread(str(lfw_image()))
-    det = CenterFaceDetector(DetectConfig())
-    both = det.detect([crowd, photo])
-    alone = det.detect([photo])[0]
+    det = build_host_detector(DetectConfig(), precise=True)
+    both = det.detect_images([crowd, photo])
+    alone = det.detect_images([photo])[0]
     assert len(both[1]) == len(alone) >= 1
     np.testing.assert_allclose(both[1].boxes, alone.boxes, atol=0.5)
     # The LFW photo is 250×250 with one centred face.
@@ -76,8 +78,10 @@ def test_mixed_frame_sizes_in_one_batch(media: Callable[[str], Path],
 
 def test_min_face_px_drops_small_faces(media: Callable[[str], Path]) -> None:
     frame = frames_of(media("crowd_walking_1080p.mp4"), {0})[0]
-    all_faces = CenterFaceDetector(DetectConfig(max_side=960, min_face_px=0)).detect([frame])[0]
-    big = CenterFaceDetector(DetectConfig(max_side=960, min_face_px=70)).detect([frame])[0]
+    every = build_host_detector(DetectConfig(max_side=960, min_face_px=0), precise=True)
+    over_70 = build_host_detector(DetectConfig(max_side=960, min_face_px=70), precise=True)
+    all_faces = every.detect_images([frame])[0]
+    big = over_70.detect_images([frame])[0]
     sizes = np.minimum(all_faces.boxes[:, 2] - all_faces.boxes[:, 0],
                        all_faces.boxes[:, 3] - all_faces.boxes[:, 1])
     assert len(big) == int((sizes >= 70).sum()) < len(all_faces)

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import redis
 
-from stream_gate.align import ARCFACE_TEMPLATE
 from stream_gate.config import DetectConfig, load_settings
-from stream_gate.detect import CenterFaceDetector
-from stream_gate.pipeline import Pipeline
-from stream_gate.publish import RedisSink
+from stream_gate.pipeline.graph import build_pipeline
+from stream_gate.stages.align_score.template import ARCFACE_TEMPLATE
+from stream_gate.stages.detect import FaceDetector, build_host_detector
+from stream_gate.stages.publish import RedisSink
 
 from .conftest import REDIS_URL, run_cli
 from .test_publish import SCHEMA_FIELDS
@@ -24,7 +24,7 @@ from .test_publish import SCHEMA_FIELDS
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
-def looks_like_aligned_face(jpeg: bytes, detector: CenterFaceDetector) -> bool:
+def looks_like_aligned_face(jpeg: bytes, detector: FaceDetector) -> bool:
     crop = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     if crop is None or crop.shape != (112, 112, 3):
         return False
@@ -32,7 +32,7 @@ def looks_like_aligned_face(jpeg: bytes, detector: CenterFaceDetector) -> bool:
     big = cv2.resize(crop, (224, 224), interpolation=cv2.INTER_CUBIC)
     canvas = cv2.copyMakeBorder(big, 112, 112, 112, 112, cv2.BORDER_CONSTANT,
                                 value=(128, 128, 128))
-    det = detector.detect([canvas])[0]
+    det = detector.detect_images([canvas])[0]
     if len(det) == 0:
         return False
     eyes = (det.landmarks[int(np.argmax(det.scores))][:2] - 112) / 2
@@ -56,7 +56,7 @@ def test_two_real_videos_one_track_end_entry_per_confirmed_track(
             {"id": "crowd", "url": str(media("crowd_walking_1080p.mp4")), "fps": 25},
         ],
     })
-    pipeline = Pipeline(settings, [RedisSink(settings.redis)], collect=True)
+    pipeline = build_pipeline(settings, [RedisSink(settings.redis)], collect=True)
     report = pipeline.run()
     assert report.streams["walk"]["sampled"] == 41
     assert report.streams["crowd"]["sampled"] == 105
@@ -83,7 +83,7 @@ def test_two_real_videos_one_track_end_entry_per_confirmed_track(
     assert {s for s, _ in per_track} == {"walk", "crowd"}
     assert sum(1 for s, _ in per_track if s == "crowd") >= 5
 
-    detector = CenterFaceDetector(DetectConfig(min_face_px=0))
+    detector = build_host_detector(DetectConfig(min_face_px=0), precise=True)
     faces = [looks_like_aligned_face(f["crop"], detector) for f in fields]
     # Every confirmed track emits its best crop, and the crowd's back rows (20-40 px,
     # turned away) give crops the quality model rates ~5: no face to find there. The

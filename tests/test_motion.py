@@ -9,12 +9,13 @@ import av
 import numpy as np
 import pytest
 
-from stream_gate.bench import run_pipeline_variant
-from stream_gate.config import DetectConfig, RuntimeConfig, TrackConfig, load_settings
+from stream_gate.bench.variants import run_pipeline_variant
+from stream_gate.config import DetectConfig, TrackConfig, load_settings
 from stream_gate.errors import ConfigError
-from stream_gate.find import FaceFinder
-from stream_gate.motion import MotionCheck
-from stream_gate.pipeline import RunReport
+from stream_gate.pipeline.observe import RunReport
+from stream_gate.stages.track.cadence import StreamCadence, UnitCost
+from stream_gate.stages.track.motion import MotionCheck
+from stream_gate.stages.track.tracker import Tracker
 from stream_gate.types import Detections, Frame
 
 WALK = "intel_face-demographics-walking.mp4"  # 480×270, 12 fps: empty hall, then two people
@@ -87,19 +88,21 @@ def test_a_fast_face_in_a_still_view_still_gets_frame_wide_detection(
     per frame: the next frame is detected whole (it may leave its refinement window)."""
     with av.open(str(media(WALK))) as c:
         hall = next(iter(c.decode(video=0))).to_ndarray(format="bgr24")
-    finder = FaceFinder(DetectConfig(every=3, every_still=15), RuntimeConfig())
-    st = finder.new_stream(TrackConfig())
+    cfg = DetectConfig(every=3, every_still=15)
+    st, tracker = StreamCadence(cfg), Tracker(TrackConfig())
     st.motion.reset(hall)
     marks = np.zeros((1, 5, 2), np.float32)
     for step, x in enumerate((100.0, 130.0, 160.0, 190.0)):  # 30 px a frame, 40-px face
         box = np.array([[x, 100.0, x + 40.0, 140.0]], np.float32)
-        st.tracker.step(Detections(box, np.array([0.9], np.float32), marks), step * 0.2)
-    assert st.tracker.max_motion() > finder.cfg.max_motion
+        tracker.step(Detections(box, np.array([0.9], np.float32), marks), step * 0.2)
+    assert tracker.max_motion() > cfg.max_motion
     frame = Frame(stream_id="s", index=5, pts=0, t=1.0, wall_ms=0, image=hall)
     st.since_wide = 2  # frame-wide pass due by `every`, but the view is still
-    assert not st.motion.moved(hall, st.tracker.predicted_boxes())
-    assert finder._wide_due(st, frame)
-    slow = finder.new_stream(TrackConfig())
+    assert not st.motion.moved(hall, tracker.predicted_boxes())
+    no_cost = UnitCost()
+    assert st.due(frame, tracker, no_cost, no_cost, refining=True)
+    slow = StreamCadence(cfg)
     slow.motion.reset(hall)
     slow.since_wide = 2
-    assert not finder._wide_due(slow, frame)  # no track, nothing moved: it waits
+    # No track, nothing moved: it waits.
+    assert not slow.due(frame, Tracker(TrackConfig()), no_cost, no_cost, refining=True)

@@ -11,11 +11,11 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from stream_gate.align import align_face
 from stream_gate.config import DetectConfig
-from stream_gate.detect import make_detector
-from stream_gate.quality_model import CrFiqaScorer, to_model_input
 from stream_gate.runtime.prelu import split_prelu
+from stream_gate.stages.align_score.learned import CrFiqaScorer, to_model_input
+from stream_gate.stages.align_score.template import align_face
+from stream_gate.stages.detect import build_host_detector
 
 
 def _plain_session(model: onnx.ModelProto) -> ort.InferenceSession:
@@ -25,14 +25,14 @@ def _plain_session(model: onnx.ModelProto) -> ort.InferenceSession:
 def test_quality_model_scores_real_faces_as_the_unrewritten_graph(
         lfw_image: Callable[..., Path]) -> None:
     """The served scorer (rewritten graph) gives the original graph's raw CR on real faces."""
-    detector = make_detector(DetectConfig(max_side=640, min_face_px=0))
+    detector = build_host_detector(DetectConfig(max_side=640, min_face_px=0))
     crops = []
     for person, n in (("Colin_Powell", 1), ("Aaron_Eckhart", 1), ("George_W_Bush", 2)):
         photo = cv2.imread(str(lfw_image(person, n)))
-        found = detector.detect([photo])[0]
+        found = detector.detect_images([photo])[0]
         crops.append(align_face(photo, found.landmarks[int(np.argmax(found.scores))])[0])
     crops.append(cv2.GaussianBlur(crops[0], (0, 0), 3.0))  # a poor one too
-    scorer = CrFiqaScorer()
+    scorer = CrFiqaScorer.load()
     served = scorer.score(crops, [np.zeros((5, 2), np.float32)] * len(crops)).raw
 
     original = onnx.load(str(scorer.manifest.file))

@@ -14,7 +14,7 @@ import redis
 
 from stream_gate.config import RedisConfig
 from stream_gate.errors import SinkError
-from stream_gate.publish import DirectorySink, RedisSink
+from stream_gate.stages.publish import DirectorySink, RedisSink
 from stream_gate.types import Candidate, Emission
 
 from .conftest import start_redis as _start
@@ -151,7 +151,7 @@ def test_spool_keeps_entries_on_disk_across_a_restart(
 
 
 def test_spool_drops_oldest_when_full(tmp_path: Path) -> None:
-    from stream_gate.spool import Spool
+    from stream_gate.stages.publish.spool import Spool
 
     sp = Spool(tmp_path, max_entries=2)
     for i in range(3):

@@ -12,18 +12,20 @@ import cv2
 import numpy as np
 import pytest
 
-from stream_gate.config import ScoreConfig, load_settings
+from stream_gate.config import RuntimeConfig, ScoreConfig, load_settings
 from stream_gate.errors import ConfigError, ModelError
-from stream_gate.quality_model import Calibration, CrFiqaScorer, manifest_path
-from stream_gate.score import make_scorer
+from stream_gate.runtime import Backend
+from stream_gate.stages.align_score import build_scorer
+from stream_gate.stages.align_score.learned import Calibration, CrFiqaScorer, manifest_path
 
 from .conftest import run_cli
 
 
 def test_learned_model_is_the_default_and_heuristic_stays_selectable() -> None:
     assert load_settings(None).score.model == "cr-fiqa-s"
-    assert make_scorer(ScoreConfig()).name.startswith("cr-fiqa-s@")
-    assert make_scorer(ScoreConfig(model="heuristic")).name == "heuristic"
+    host = Backend(RuntimeConfig())
+    assert build_scorer(ScoreConfig(), host).name.startswith("cr-fiqa-s@")
+    assert build_scorer(ScoreConfig(model="heuristic"), host).name == "heuristic"
     with pytest.raises(ConfigError, match=r"score\.model"):
         load_settings(None, {"score": {"model": "best-one"}})
 
@@ -46,7 +48,7 @@ def test_a_tampered_model_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / meta["file"]).write_bytes(b"not the model")
     (tmp_path / "m.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="does not match its manifest"):
-        CrFiqaScorer(str(tmp_path / "m.json"))
+        CrFiqaScorer.load(str(tmp_path / "m.json"))
 
 
 def test_calibration_rejects_decreasing_knots() -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from stream_gate.config import DetectConfig
-from stream_gate.detect import CenterFaceDetector, make_detector
-from stream_gate.track import iou_matrix
+from stream_gate.geometry import iou_matrix
+from stream_gate.stages.detect import CenterFaceDetector, FaceDetector, build_host_detector
 
 from .conftest import ROOT
 from .test_detect import frames_of
@@ -19,11 +19,11 @@ from .test_detect import frames_of
 CROWD = "crowd_walking_1080p.mp4"
 
 
-def recall(ref: CenterFaceDetector, other: CenterFaceDetector, frames: list[np.ndarray]
+def recall(ref: FaceDetector, other: FaceDetector, frames: list[np.ndarray]
            ) -> float:
     found = total = 0
     for f in frames:
-        a, b = ref.detect([f])[0], other.detect([f])[0]
+        a, b = ref.detect_images([f])[0], other.detect_images([f])[0]
         sure = a.boxes[a.scores > 0.5]
         total += len(sure)
         if len(sure) and len(b):
@@ -34,9 +34,9 @@ def recall(ref: CenterFaceDetector, other: CenterFaceDetector, frames: list[np.n
 
 def test_shipped_int8_detector_keeps_the_faces(media: Callable[[str], Path]) -> None:
     frames = frames_of(media(CROWD), {0, 50, 100})
-    int8 = make_detector(DetectConfig(max_side=960))  # int8 is the default
+    int8 = build_host_detector(DetectConfig(max_side=960))  # int8 is the default
     assert int8.model.name == "centerface-int8"
-    fp32 = make_detector(DetectConfig(max_side=960, precision="fp32"))
+    fp32 = build_host_detector(DetectConfig(max_side=960, precision="fp32"))
     assert fp32.model.name == "centerface"
     assert isinstance(int8, CenterFaceDetector) and isinstance(fp32, CenterFaceDetector)
     assert recall(fp32, int8, frames) >= 0.98
@@ -55,6 +55,6 @@ def test_trainer_quantizes_and_checks_recall(media: Callable[[str], Path], tmp_p
     assert 1_000_000 < out.stat().st_size < 3_000_000  # int8 weights: ~1/3.5 of fp32
     report = compare(out, frames[2:])
     assert report["faces"] >= 5 and report["recall"] >= 0.9
-    det = CenterFaceDetector(DetectConfig(max_side=960))
+    det = build_host_detector(DetectConfig(max_side=960), precise=True)
     det.model = OrtModel(out.read_bytes(), "cf8")
-    assert len(det.detect([frames[2]])[0]) >= 5
+    assert len(det.detect_images([frames[2]])[0]) >= 5

@@ -10,37 +10,40 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream_gate.bench import run_pipeline_variant
+from stream_gate.bench.variants import run_pipeline_variant
 from stream_gate.config import DetectConfig, load_settings
-from stream_gate.detect import CenterFaceDetector, make_detector
 from stream_gate.errors import ConfigError
-from stream_gate.pipeline import Pipeline
-from stream_gate.refine import PRECISE_MIN_PX, Refiner
-from stream_gate.score import yaw_estimate
-from stream_gate.track import iou_matrix
+from stream_gate.geometry import iou_matrix, yaw_estimate
+from stream_gate.pipeline.graph import build_pipeline
+from stream_gate.stages.detect import build_host_detector
+from stream_gate.stages.refine import Planner, Refiner
+from stream_gate.stages.refine.windows import PRECISE_MIN_PX
 from stream_gate.types import Frame
 
+from .conftest import batch_of
 from .test_detect import frames_of
 
 CROWD = "crowd_walking_1080p.mp4"
 
 
 def test_auto_detector_size_follows_the_smallest_face_asked_for() -> None:
-    det = CenterFaceDetector(DetectConfig())  # min_face_px 16: found at ~8 px -> scale 1/2
+    # min_face_px 16: found at ~8 px -> scale 1/2
+    det = build_host_detector(DetectConfig(), precise=True)
     assert det.side(1080, 1920) == 960
     assert det.side(720, 1280) == 640  # never below 640 ...
     assert det.side(270, 480) == 480  # ... nor above the frame
-    assert CenterFaceDetector(DetectConfig(min_face_px=32)).side(2160, 3840) == 960
-    assert CenterFaceDetector(DetectConfig(max_side=800)).side(1080, 1920) == 800
+    assert build_host_detector(DetectConfig(min_face_px=32), precise=True).side(2160, 3840) == 960
+    assert build_host_detector(DetectConfig(max_side=800), precise=True).side(1080, 1920) == 800
 
 
 def test_refined_faces_match_full_resolution_detection(media: Callable[[str], Path]) -> None:
     frame = frames_of(media(CROWD), {0})[0]
-    full = CenterFaceDetector(DetectConfig(max_side=4096)).detect([frame])[0]
-    refiner = Refiner(CenterFaceDetector(DetectConfig(max_side=640)), 96)
+    full = build_host_detector(DetectConfig(max_side=4096), precise=True).detect_images([frame])[0]
+    refiner = Refiner(build_host_detector(DetectConfig(max_side=640), precise=True),
+                      Planner(96))
     sure = np.flatnonzero(full.scores > 0.7)
     assert len(sure) >= 5
-    refined = refiner.refine([(frame, full.boxes[i]) for i in sure])
+    refined = refiner.refine(batch_of([frame]), [(0, full.boxes[i]) for i in sure])
     frontal = 0
     for i, r in zip(sure, refined, strict=True):
         assert len(r) == 1, f"face {full.boxes[i]} not found again"
@@ -60,11 +63,12 @@ def test_small_faces_are_found_again_even_from_a_lagging_prediction(
     landmarks close to its; and also when asked with the box a young track predicts,
     lagging half a face behind (plain IoU with the face < 0.2)."""
     frames = frames_of(media(CROWD), set(range(0, 105, 10)))
-    full = CenterFaceDetector(DetectConfig(max_side=4096))
-    refiner = Refiner(CenterFaceDetector(DetectConfig(max_side=640)), 96, 192)
+    full = build_host_detector(DetectConfig(max_side=4096), precise=True)
+    refiner = Refiner(build_host_detector(DetectConfig(max_side=640), precise=True),
+                      Planner(96, 192))
     errors: list[float] = []
     for frame in frames:
-        faces = full.detect([frame])[0]
+        faces = full.detect_images([frame])[0]
         size = np.maximum(faces.boxes[:, 2] - faces.boxes[:, 0],
                           faces.boxes[:, 3] - faces.boxes[:, 1])
         for i in np.flatnonzero((faces.scores > 0.5) & (size < 40)):
@@ -72,7 +76,7 @@ def test_small_faces_are_found_again_even_from_a_lagging_prediction(
             w, h = box[2] - box[0], box[3] - box[1]
             lagging = box - np.array([w, 0.7 * h, w, 0.7 * h], np.float32) / 2
             assert iou_matrix(lagging[None], box[None])[0, 0] < 0.2
-            exact, late = refiner.refine([(frame, box), (frame, lagging)])
+            exact, late = refiner.refine(batch_of([frame]), [(0, box), (0, lagging)])
             assert len(exact) == 1 and len(late) == 1, f"small face {box} lost"
             assert iou_matrix(late.boxes, box[None])[0, 0] > 0.6
             errors.append(float(np.linalg.norm(exact.landmarks[0] - faces.landmarks[i],
@@ -90,26 +94,27 @@ def test_small_faces_native_window_puts_landmarks_where_full_frame_detection_doe
     faces sharing one window (fewer pixels to detect on) keep that precision. Faces
     under 32 px, whose quality it barely moves, keep 96-px windows."""
     frames = frames_of(media(CROWD), set(range(0, 105, 5)))
-    full = make_detector(DetectConfig(precision="fp32", max_side=4096))
-    detector = make_detector(DetectConfig(), precise=True)  # the pipeline's refiner
-    refiners = {"96": Refiner(detector, 96, 96), "192 own": Refiner(detector, 96, 192),
-                "192 shared": Refiner(detector, 96, 192)}
-    refiners["96"].share = refiners["192 own"].share = False
+    full = build_host_detector(DetectConfig(precision="fp32", max_side=4096))
+    detector = build_host_detector(DetectConfig(), precise=True)  # the pipeline's refiner
+    refiners = {"96": Refiner(detector, Planner(96, 96, share=False)),
+                "192 own": Refiner(detector, Planner(96, 192, share=False)),
+                "192 shared": Refiner(detector, Planner(96, 192))}
     error: dict[str, list[float]] = {name: [] for name in refiners}
     pixels = dict.fromkeys(refiners, 0)
     for frame in frames:
-        faces = full.detect([frame])[0]
+        faces = full.detect_images([frame])[0]
         size = np.maximum(faces.boxes[:, 2] - faces.boxes[:, 0],
                           faces.boxes[:, 3] - faces.boxes[:, 1])
         small = np.flatnonzero((faces.scores > 0.3) & (2 * size <= 96))  # all refined
         # Landmarks worth comparing; faces under PRECISE_MIN_PX keep 96-px windows.
         sure = [i for i in small if faces.scores[i] > 0.5 and size[i] >= PRECISE_MIN_PX]
         for name, refiner in refiners.items():
-            jobs = [(frame, faces.boxes[i]) for i in small]
-            assert all(refiner.window(faces.boxes[i]).w == (
-                96 if size[i] < PRECISE_MIN_PX else refiner.small) for i in small)
-            pixels[name] += sum(win.w * win.h for win in set(refiner.plan(jobs)))
-            found = dict(zip(small, refiner.refine(jobs), strict=True))
+            jobs = [(0, faces.boxes[i]) for i in small]
+            planner = refiner.planner
+            assert all(planner.window(faces.boxes[i]).w == (
+                96 if size[i] < PRECISE_MIN_PX else planner.small) for i in small)
+            pixels[name] += sum(win.w * win.h for win in set(planner.plan(jobs)))
+            found = dict(zip(small, refiner.refine(batch_of([frame]), jobs), strict=True))
             error[name] += [float(np.linalg.norm(found[i].landmarks[0] - faces.landmarks[i],
                                                  axis=1).mean()) for i in sure if len(found[i])]
     assert len(error["192 own"]) >= 20
@@ -125,7 +130,8 @@ def test_small_faces_native_window_puts_landmarks_where_full_frame_detection_doe
 def test_refine_finds_nothing_where_there_is_no_face(media: Callable[[str], Path]) -> None:
     frame = frames_of(media(CROWD), {0})[0]
     sky = np.array([20, 20, 80, 80], np.float32)  # the top-left corner: a wall, no face
-    assert len(Refiner(CenterFaceDetector(DetectConfig()), 96).refine([(frame, sky)])[0]) == 0
+    refiner = Refiner(build_host_detector(DetectConfig(), precise=True), Planner(96))
+    assert len(refiner.refine(batch_of([frame]), [(0, sky)])[0]) == 0
 
 
 def test_every_needs_refinement() -> None:
@@ -178,11 +184,12 @@ def test_batches_serve_every_camera_in_turn(media: Callable[[str], Path]) -> Non
     url = str(media("intel_face-demographics-walking.mp4"))
     s = load_settings(None, {"streams": [{"id": f"cam{i}", "url": url} for i in range(5)],
                              "detect": {"batch_size": 2, "max_wait_ms": 0}})
-    pipe = Pipeline(s, [])
+    pipe = build_pipeline(s, [])
     image = np.zeros((8, 8, 3), np.uint8)
     for sid, st in pipe.streams.items():
         for k in range(4):  # every camera has frames waiting
             st.reader.queue.put(Frame(sid, k, k, k / 5, 0, image), threading.Event())
-    served = [f.stream_id for _ in range(5) for f in pipe._gather()]
+    served = [f.stream_id for _ in range(5)
+              for f in pipe.batcher.gather(list(pipe.streams.values()))]
     assert len(served) == 10
     assert set(served) == set(pipe.streams)  # all five, not the first two over and over

@@ -105,7 +105,7 @@ def test_reload_leaves_other_streams_running_without_a_drop(
     import threading
 
     from stream_gate.config import load_settings
-    from stream_gate.pipeline import Pipeline
+    from stream_gate.pipeline.graph import build_pipeline
 
     def settings(min_q: float) -> object:
         return load_settings(None, {
@@ -117,7 +117,7 @@ def test_reload_leaves_other_streams_running_without_a_drop(
             ],
         })
 
-    pipeline = Pipeline(settings(50), [])  # type: ignore[arg-type]
+    pipeline = build_pipeline(settings(50), [])  # type: ignore[arg-type]
     pending: list[object] = []
     pipeline.on_tick = lambda: pending and pipeline.apply(pending.pop())  # type: ignore
     runner = threading.Thread(target=pipeline.run, daemon=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from stream_gate.config import DecodeConfig
-from stream_gate.decode import Source, StreamReader
+from stream_gate.stages.decode import Source, StreamReader
 
 from .conftest import free_port
 from .test_decode import drain
@@ -244,8 +244,8 @@ def test_four_cameras_restarted_frozen_garbage_and_healthy(
     import redis as redis_lib
 
     from stream_gate.config import load_settings
-    from stream_gate.pipeline import Pipeline
-    from stream_gate.publish import RedisSink
+    from stream_gate.pipeline.graph import build_pipeline
+    from stream_gate.stages.publish import RedisSink
 
     assert isinstance(redis_client, redis_lib.Redis)
     healthy = camera(face="liveportrait_d6.mp4")  # 33.6 s of a talking face
@@ -264,7 +264,7 @@ def test_four_cameras_restarted_frozen_garbage_and_healthy(
             {"id": "garbage", "url": f"rtsp://127.0.0.1:{garbage.port}/cam", "fps": 3},
         ],
     })
-    pipeline = Pipeline(settings, [RedisSink(settings.redis)])
+    pipeline = build_pipeline(settings, [RedisSink(settings.redis)])
     runner = threading.Thread(target=pipeline.run, daemon=True)
     runner.start()
     readers = {sid: st.reader for sid, st in pipeline.streams.items()}

@@ -15,12 +15,14 @@ import pytest
 
 from stream_gate.cli import main
 from stream_gate.config import DetectConfig, RuntimeConfig, ScoreConfig, load_settings
-from stream_gate.detect import make_detector
-from stream_gate.engines_tool import calibration_batches, read_frames
 from stream_gate.errors import ModelError
+from stream_gate.runtime import Backend, choose_backend
 from stream_gate.runtime.tensorrt import RECIPES, Recipe, cache_key
-from stream_gate.score import make_scorer
+from stream_gate.service.engines import calibration_batches, read_frames
+from stream_gate.stages.align_score import build_scorer
+from stream_gate.stages.detect import build_detector, build_host_detector
 
+from .conftest import batch_of
 from .parity import assert_same_faces, assert_same_quality
 from .test_detect import frames_of
 
@@ -31,9 +33,9 @@ HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 def test_asking_for_tensorrt_without_it_names_the_package() -> None:
     trt = RuntimeConfig(engine="tensorrt")
     with pytest.raises(ModelError, match=r"'tensorrt'.*stream-gate\[gpu\]"):
-        make_detector(DetectConfig(), trt)
+        build_host_detector(DetectConfig(), trt)
     with pytest.raises(ModelError, match=r"'tensorrt'"):
-        make_scorer(ScoreConfig(), trt)
+        build_scorer(ScoreConfig(), Backend(trt))
 
 
 def test_engine_is_a_checked_config_key() -> None:
@@ -82,8 +84,10 @@ def test_tensorrt_matches_onnxruntime_on_real_frames(media: Callable[[str], Path
     frames = frames_of(media("crowd_walking_1080p.mp4"), {0, 50})
     for precision in ("fp32", "int8"):
         cfg = DetectConfig(max_side=960, precision=precision)
-        cpu, gpu = make_detector(cfg), make_detector(cfg, trt)
-        for a, b in zip(cpu.detect(frames), gpu.detect(frames), strict=True):
+        backend = choose_backend(trt)
+        cpu, gpu = build_host_detector(cfg), build_detector(cfg, backend)
+        for a, b in zip(cpu.detect_images(frames), gpu.detect(batch_of(frames, backend)),
+                        strict=True):
             assert_same_faces(a, b)
     assert_same_quality(lfw_image, trt)
     assert list(tmp_path.glob("*.engine")), "engines were not cached"
@@ -122,7 +126,8 @@ def test_int8_calibration_sees_the_detector_s_own_inputs(media: Callable[[str], 
     cfg = DetectConfig()
     batches = calibration_batches(cfg, frames)
     assert len(batches) == 2  # whole batches of 4 only
-    expected = make_detector(cfg.model_copy(update={"precision": "fp32"})).prepare(frames[:4])[0]
+    fp32 = build_host_detector(cfg.model_copy(update={"precision": "fp32"}))
+    expected = fp32.prepare(frames[:4])[0]
     assert np.array_equal(batches[0], expected)
     lo, _, hi = Recipe.for_model("centerface").shapes()
     assert all(a <= s <= b for a, s, b in zip(lo, batches[0].shape, hi, strict=True))

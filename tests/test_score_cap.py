@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from stream_gate.bench import naive_settings, run_pipeline_variant
+from stream_gate.bench.variants import naive_settings, run_pipeline_variant
 from stream_gate.config import load_settings
 
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 
 from stream_gate.config import SelectConfig
-from stream_gate.select import Selector
+from stream_gate.stages.select import Selector
 from stream_gate.types import Candidate, TrackEnd
 
 

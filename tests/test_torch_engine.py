@@ -14,20 +14,26 @@ import onnx
 import pytest
 
 from stream_gate.config import DetectConfig, RuntimeConfig, ScoreConfig, load_settings
-from stream_gate.detect import centerface_onnx_bytes, make_detector
 from stream_gate.errors import ModelError
-from stream_gate.pipeline import Pipeline
-from stream_gate.quality_model import manifest_path
+from stream_gate.geometry import merge
+from stream_gate.pipeline.graph import build_pipeline
+from stream_gate.runtime import choose_backend
 from stream_gate.runtime.ort import OrtModel
-from stream_gate.score import make_scorer
+from stream_gate.stages.align_score import CrFiqaScorer
+from stream_gate.stages.align_score.learned import manifest_path
+from stream_gate.stages.detect import build_detector, build_host_detector, centerface_onnx_bytes
+from stream_gate.stages.refine import Planner, Refiner
 
-from .conftest import shared_file
+from .conftest import batch_of, shared_file
 from .parity import assert_same_faces, assert_same_quality
 from .test_detect import frames_of
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (train/gpu extras)")
 
 from stream_gate.runtime.torch_engine import TorchModel  # noqa: E402
+from stream_gate.runtime.torch_ops import resize_like_opencv  # noqa: E402
+from stream_gate.stages.detect.torch import DeviceCenterFace, DeviceDetector  # noqa: E402
+from stream_gate.stages.refine.torch import DeviceRefiner  # noqa: E402
 
 CPU = RuntimeConfig(engine="torch", device="cpu")
 CUDA = RuntimeConfig(engine="torch", device="cuda", half=True)
@@ -63,15 +69,17 @@ def test_a_model_with_an_operator_we_do_not_implement_is_refused_by_name() -> No
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
 def test_asking_for_cuda_without_a_gpu_says_so() -> None:
     with pytest.raises(ModelError, match="no CUDA GPU"):
-        make_detector(DetectConfig(), CUDA)
+        build_detector(DetectConfig(), choose_backend(CUDA))
 
 
 def check_detector(media: Callable[[str], Path], runtime: RuntimeConfig) -> None:
     frames = frames_of(media("crowd_walking_1080p.mp4"), {0, 50})
     cfg = DetectConfig(max_side=960, precision="fp32")
-    cpu, dev = make_detector(cfg), make_detector(cfg, runtime)
-    assert type(dev).__name__ == "DeviceCenterFaceDetector"
-    for a, b in zip(cpu.detect(frames), dev.detect(frames), strict=True):
+    backend = choose_backend(runtime)
+    cpu, dev = build_host_detector(cfg), build_detector(cfg, backend)
+    assert isinstance(dev, DeviceCenterFace)
+    for a, b in zip(cpu.detect_images(frames), dev.detect(batch_of(frames, backend)),
+                    strict=True):
         assert_same_faces(a, b)
 
 
@@ -88,7 +96,7 @@ def check_pipeline(media: Callable[[str], Path], runtime: RuntimeConfig) -> None
             "streams": [{"id": "cam", "url": str(media("intel_face-demographics-walking.mp4")),
                          "fps": 5.0}],
             "runtime": engine, "detect": {"precision": "fp32"}})
-        report = Pipeline(settings, [], collect=True).run()
+        report = build_pipeline(settings, collect=True).run()
         return {e.candidate.track_id: (e.candidate.frame_index, e.candidate.quality)
                 for e in report.emissions}
 
@@ -114,8 +122,6 @@ def test_torch_engine_on_cuda_matches_the_cpu_path(media: Callable[[str], Path],
 
 
 def test_device_resize_gives_opencv_s_pixels(media: Callable[[str], Path]) -> None:
-    from stream_gate.device_stages import resize_like_opencv
-
     frame = frames_of(media("crowd_walking_1080p.mp4"), {0})[0]
     x = torch.from_numpy(frame).permute(2, 0, 1).float()
     for h, w in [(544, 960), (720, 1280), (405, 719), (1300, 2000)]:  # 2×, ×1.5, odd, up
@@ -130,18 +136,19 @@ def test_device_resize_gives_opencv_s_pixels(media: Callable[[str], Path]) -> No
 
 def test_refinement_on_the_device_finds_the_cpu_path_s_faces(media: Callable[[str], Path]
                                                              ) -> None:
-    from stream_gate.device_stages import DeviceRefiner, upload_frames
-    from stream_gate.refine import Refiner, merge
-
     frame = frames_of(media("crowd_walking_1080p.mp4"), {50})[0]
     cfg = DetectConfig(precision="fp32")
-    faces = make_detector(cfg.model_copy(update={"max_side": 4096})).detect([frame])[0]
-    jobs = [(frame, box) for box in faces.boxes]
-    on_device = upload_frames([frame], torch.device("cpu")) * len(jobs)
-    reference = Refiner(make_detector(cfg, precise=True), 96, 192)
-    reference.share = False  # as on the device: one window per face, two input sizes
-    cpu = reference.refine(jobs)
-    dev = DeviceRefiner(make_detector(cfg, CPU, precise=True), 96, 192).refine(jobs, on_device)
+    faces = build_host_detector(cfg.model_copy(update={"max_side": 4096})).detect_images(
+        [frame])[0]
+    jobs = [(0, box) for box in faces.boxes]
+    # As on the device: one window per face, two input sizes.
+    reference = Refiner(build_host_detector(cfg, precise=True), Planner(96, 192, share=False))
+    cpu = reference.refine(batch_of([frame]), jobs)
+    backend = choose_backend(CPU)
+    device = build_detector(cfg, backend, precise=True)
+    assert isinstance(device, DeviceDetector)
+    dev = DeviceRefiner(device.codec, device.model, Planner(96, 192, share=False)).refine(
+        batch_of([frame], backend), jobs)
     assert sum(len(d) for d in cpu) >= 5
     assert [len(d) for d in dev] == [len(d) for d in cpu]
     assert_same_faces(merge(cpu, 1.0), merge(dev, 1.0))  # all of them, unsuppressed
@@ -153,12 +160,15 @@ def test_fp16_arithmetic_keeps_the_faces_and_the_quality(media: Callable[[str], 
     GPU path's tolerances in either model."""
     frames = frames_of(media("crowd_walking_1080p.mp4"), {0, 50})
     cfg = DetectConfig(max_side=960, precision="fp32")
-    half = make_detector(cfg, CPU)
-    half.model.set_dtype(torch.float16)  # type: ignore[attr-defined]
-    for a, b in zip(make_detector(cfg).detect(frames), half.detect(frames), strict=True):
+    half = build_host_detector(cfg, CPU)
+    assert isinstance(half.model, TorchModel)
+    half.model.set_dtype(torch.float16)
+    for a, b in zip(build_host_detector(cfg).detect_images(frames), half.detect_images(frames),
+                    strict=True):
         assert_same_faces(a, b)
-    scorer = make_scorer(ScoreConfig(), CPU)
-    scorer.model.set_dtype(torch.float16)  # type: ignore[attr-defined]
+    scorer = CrFiqaScorer.load(ScoreConfig().model, CPU)
+    assert isinstance(scorer.model, TorchModel)
+    scorer.model.set_dtype(torch.float16)
     assert_same_quality(lfw_image, CPU, scorer)
 
 
@@ -188,13 +198,15 @@ def test_refinement_crops_cut_together_on_the_device_are_the_cpu_path_s(
         media: Callable[[str], Path]) -> None:
     """Windows of one size are cut from several frames in one gather: the pixels are
     those OpenCV cuts face by face, black past the frame's edges included."""
-    from stream_gate.device_stages import DeviceRefiner, upload_frames
-    from stream_gate.refine import Refiner
-
     frames = frames_of(media("crowd_walking_1080p.mp4"), {0, 50})
-    detector = make_detector(DetectConfig(precision="fp32"), CPU, precise=True)
-    cpu, dev = Refiner(detector, 96, 192), DeviceRefiner(detector, 96, 192)
-    on_device = upload_frames(frames, torch.device("cpu"))
+    backend = choose_backend(CPU)
+    detector = build_detector(DetectConfig(precision="fp32"), backend, precise=True)
+    assert isinstance(detector, DeviceDetector)
+    planner = Planner(96, 192, share=False)
+    cpu = Refiner(detector.codec, planner)
+    dev = DeviceRefiner(detector.codec, detector.model, planner)
+    on_device = batch_of(frames, backend).device
+    assert on_device is not None
     boxes = {20: [(-5, -8, 15, 12), (900, 500, 920, 520), (1905, 1070, 1925, 1090),
                   (300, 40, 320, 60)],  # tiny faces: 96-px native windows, corners, edges
              40: [(-15, -18, 25, 22), (1895, 1060, 1935, 1100), (600, 300, 640, 340)],
@@ -202,9 +214,9 @@ def test_refinement_crops_cut_together_on_the_device_are_the_cpu_path_s(
     want_windows = {20: (96, 96, 96), 40: (192, 192, 192), 120: (240, 240, 96)}
     for size, group in boxes.items():
         jobs = [(i % 2, np.array(b, np.float32)) for i, b in enumerate(group)]
-        windows = dev.plan(jobs)
+        windows = planner.plan(jobs)
         assert {(w.w, w.h, w.out_w) for w in windows} == {want_windows[size]}
-        got = dev._cut([on_device[fi] for fi, _ in jobs], windows)
+        got = dev._cut(on_device, [fi for fi, _ in jobs], windows)
         for (fi, _), win, crop in zip(jobs, windows, got, strict=True):
             want = cpu.crop(frames[fi], win)[:, :, ::-1]  # RGB, as the detector reads
             diff = np.abs(crop.permute(1, 2, 0).numpy() - want.astype(np.float32))

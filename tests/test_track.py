@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from stream_gate.config import TrackConfig
-from stream_gate.track import Tracker, iou_matrix
+from stream_gate.geometry import iou_matrix
+from stream_gate.stages.track.tracker import Tracker
 from stream_gate.types import Detections
 
 

@@ -12,8 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the trainer needs the `train` extra (torch)")
 
-from stream_gate.quality_model import CrFiqaScorer, to_model_input  # noqa: E402
-from stream_gate.score import sharpness  # noqa: E402
+from stream_gate.stages.align_score.heuristic import sharpness  # noqa: E402
+from stream_gate.stages.align_score.learned import CrFiqaScorer, to_model_input  # noqa: E402
 from trainer.cr import certainty_ratio, identity_centres  # noqa: E402
 from trainer.data import split_of  # noqa: E402
 from trainer.degrade import DEGRADATIONS, random_degradation  # noqa: E402
@@ -27,12 +27,12 @@ from .conftest import SHARED  # noqa: E402
 
 @pytest.fixture
 def face(lfw_image: Callable[..., Path]) -> np.ndarray:
-    from stream_gate.align import align_face
     from stream_gate.config import DetectConfig
-    from stream_gate.detect import CenterFaceDetector
+    from stream_gate.stages.align_score.template import align_face
+    from stream_gate.stages.detect import build_host_detector
 
     img = cv2.imread(str(lfw_image()))
-    det = CenterFaceDetector(DetectConfig()).detect([img])[0]
+    det = build_host_detector(DetectConfig(), precise=True).detect_images([img])[0]
     return align_face(img, det.landmarks[int(np.argmax(det.scores))])[0]
 
 
@@ -172,7 +172,7 @@ def test_tiny_end_to_end_training_run(tmp_path: Path) -> None:
     assert meta["export"]["max_abs_diff_vs_torch"] < 1e-4
     assert meta["parameters"] <= 1_500_000 and meta["multiply_adds"] <= 100_000_000
     assert np.all(np.diff(meta["calibration"]["quality"]) >= 0)
-    scorer = CrFiqaScorer(str(models / "tiny.json"))
+    scorer = CrFiqaScorer.load(str(models / "tiny.json"))
     crops = np.load(prepared / "crops.npy")[:4]
     scores = scorer.score(list(crops), [np.zeros((5, 2), np.float32)] * 4)
     assert scores.quality.shape == (4,) and np.all((scores.quality >= 0) & (scores.quality <= 100))

@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from stream_gate.bench import run_pipeline_variant
+from stream_gate.bench.variants import run_pipeline_variant
 from stream_gate.config import DetectConfig, load_settings
-from stream_gate.detect import CenterFaceDetector, make_detector
 from stream_gate.errors import ConfigError, ModelError
-from stream_gate.track import iou_matrix
+from stream_gate.geometry import iou_matrix
+from stream_gate.stages.detect import build_host_detector
 
 from .conftest import shared_file
 from .test_detect import frames_of
@@ -27,8 +27,8 @@ def yunet() -> Path:
 def test_yunet_finds_the_face_centerface_finds(yunet: Path,
                                                lfw_image: Callable[..., Path]) -> None:
     photo = cv2.imread(str(lfw_image()))
-    y = make_detector(DetectConfig(model="yunet", model_path=yunet)).detect([photo])[0]
-    c = CenterFaceDetector(DetectConfig()).detect([photo])[0]
+    y = build_host_detector(DetectConfig(model="yunet", model_path=yunet)).detect_images([photo])[0]
+    c = build_host_detector(DetectConfig(), precise=True).detect_images([photo])[0]
     assert len(y) == 1 and len(c) == 1
     assert iou_matrix(y.boxes, c.boxes)[0, 0] > 0.75
     # Same landmark order (image-left eye first); the two nets, trained on different
@@ -41,8 +41,8 @@ def test_yunet_finds_the_face_centerface_finds(yunet: Path,
 def test_yunet_on_a_crowd_frame(yunet: Path, media: Callable[[str], Path]) -> None:
     frame = frames_of(media("crowd_walking_1080p.mp4"), {0})[0]
     cfg = DetectConfig(model="yunet", model_path=yunet, max_side=960)
-    y = make_detector(cfg).detect([frame])[0]
-    c = CenterFaceDetector(DetectConfig(max_side=960)).detect([frame])[0]
+    y = build_host_detector(cfg).detect_images([frame])[0]
+    c = build_host_detector(DetectConfig(max_side=960), precise=True).detect_images([frame])[0]
     sure = c.boxes[c.scores > 0.7]
     assert len(sure) >= 5
     found = (iou_matrix(sure, y.boxes).max(axis=1) > 0.5).mean()
@@ -63,10 +63,10 @@ def test_yunet_needs_a_file_and_a_real_one(yunet: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"detect: .*needs model_path"):
         load_settings(None, {"detect": {"model": "yunet"}})
     with pytest.raises(ModelError, match="YuNet model not found"):
-        make_detector(DetectConfig(model="yunet", model_path=tmp_path / "nope.onnx"))
+        build_host_detector(DetectConfig(model="yunet", model_path=tmp_path / "nope.onnx"))
     other = shared_file("models", "mobilefacenet_128d.onnx")
     with pytest.raises(ModelError, match="is not a YuNet model"):
-        make_detector(DetectConfig(model="yunet", model_path=other))
+        build_host_detector(DetectConfig(model="yunet", model_path=other))
     fixed = shared_file("models", "yunet_s_640_640.onnx")
     with pytest.raises(ModelError, match="fixed input size"):
-        make_detector(DetectConfig(model="yunet", model_path=fixed))
+        build_host_detector(DetectConfig(model="yunet", model_path=fixed))

@@ -24,9 +24,9 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from stream_gate.align import align_face
 from stream_gate.config import DetectConfig
-from stream_gate.detect import CenterFaceDetector
+from stream_gate.stages.align_score.template import align_face
+from stream_gate.stages.detect import build_host_detector
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -74,7 +74,7 @@ def prepare(root: Path, out: Path, val_fraction: float = 0.2,
     images = list_images(root, max_per_identity)
     if not images:
         raise SystemExit(f"no images found under {root} (expected <root>/<identity>/*.jpg)")
-    detector = CenterFaceDetector(DetectConfig(max_side=640, min_face_px=0))
+    detector = build_host_detector(DetectConfig(max_side=640, min_face_px=0), precise=True)
     crops = np.lib.format.open_memmap(out / "crops.tmp.npy", mode="w+", dtype=np.uint8,
                                       shape=(len(images), 112, 112, 3))
     samples: list[Sample] = []
@@ -84,7 +84,7 @@ def prepare(root: Path, out: Path, val_fraction: float = 0.2,
         pics = [cv2.imread(str(p), cv2.IMREAD_COLOR) for _, p in chunk]
         readable = [(c, im) for c, im in zip(chunk, pics, strict=True) if im is not None]
         missing += [str(p) for (_, p), im in zip(chunk, pics, strict=True) if im is None]
-        dets = detector.detect([im for _, im in readable]) if readable else []
+        dets = detector.detect_images([im for _, im in readable]) if readable else []
         for ((ident, path), im), det in zip(readable, dets, strict=True):
             i = pick_face(det.boxes, det.scores, im.shape, min_score)
             if i is None:

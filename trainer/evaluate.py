@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from stream_gate.quality_model import CrFiqaScorer
-from stream_gate.score import HeuristicScorer, sharpness
+from stream_gate.stages.align_score.heuristic import HeuristicScorer, sharpness
+from stream_gate.stages.align_score.learned import CrFiqaScorer
 from trainer.data import Sample, load_prepared
 from trainer.degrade import random_degradation
 from trainer.distill import EVAL_SEED_OFFSET, loo_certainty_ratio
@@ -99,7 +99,7 @@ def evaluate(prepared: Path, model: str, teacher_path: Path, comparators: list[s
         embs["dlib"] = DlibRecogniser().embed(items, progress="dlib")
 
     # Quality of every item by every method.
-    learned = CrFiqaScorer(model)
+    learned = CrFiqaScorer.load(model)
     marks = [np.array(s.landmarks, np.float32) for s in owners]
     quality: dict[str, npt.NDArray[np.floating]] = {
         learned.name: np.concatenate([

@@ -18,8 +18,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from stream_gate.quality_model import to_model_input
 from stream_gate.runtime.ort import OrtModel
+from stream_gate.stages.align_score.learned import to_model_input
 from trainer.distill import DistillSet
 from trainer.nets import QualityNet, QualityOnly, count_macs
 from trainer.recognisers import OnnxRecogniser

@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stream_gate.align import ARCFACE_TEMPLATE, CROP_SIZE, umeyama
+from stream_gate.stages.align_score.template import ARCFACE_TEMPLATE, CROP_SIZE, umeyama
 from stream_gate.types import ImageBGR
 
 

@@ -29,9 +29,9 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from stream_gate.config import DetectConfig
-from stream_gate.detect import CenterFaceDetector, centerface_onnx_bytes
+from stream_gate.geometry import iou_matrix
 from stream_gate.runtime.ort import OrtModel
-from stream_gate.track import iou_matrix
+from stream_gate.stages.detect import FaceDetector, build_host_detector, centerface_onnx_bytes
 from stream_gate.types import ImageBGR
 
 CALIBRATION_SIDE = 960  # the detector size of 1080p cameras with the default min_face_px
@@ -54,7 +54,7 @@ def sample_frames(videos: Sequence[Path], every: int = 10, per_video: int = 12
 
 
 class _Frames(CalibrationDataReader):  # type: ignore[misc]
-    def __init__(self, det: CenterFaceDetector, frames: Sequence[ImageBGR], name: str) -> None:
+    def __init__(self, det: FaceDetector, frames: Sequence[ImageBGR], name: str) -> None:
         self._batches = iter([det.prepare([f])[0] for f in frames])
         self._name = name
 
@@ -65,7 +65,7 @@ class _Frames(CalibrationDataReader):  # type: ignore[misc]
 
 def quantize(calibration: Sequence[ImageBGR], out: Path) -> Path:
     """Write the int8 CenterFace calibrated on ``calibration`` frames to ``out``."""
-    det = CenterFaceDetector(DetectConfig(max_side=CALIBRATION_SIDE))
+    det = build_host_detector(DetectConfig(max_side=CALIBRATION_SIDE), precise=True)
     with tempfile.TemporaryDirectory() as tmp:
         # Per-channel weights need DequantizeLinear's axis attribute: opset 13.
         fp32 = version_converter.convert_version(onnx.load_from_string(centerface_onnx_bytes()), 13)
@@ -80,13 +80,13 @@ def quantize(calibration: Sequence[ImageBGR], out: Path) -> Path:
 
 def compare(model: Path, frames: Sequence[ImageBGR]) -> dict[str, Any]:
     """Recall of the fp32 detector's sure faces by the int8 model, and landmark drift."""
-    fp32 = CenterFaceDetector(DetectConfig(max_side=CALIBRATION_SIDE))
-    int8 = CenterFaceDetector(DetectConfig(max_side=CALIBRATION_SIDE))
+    fp32 = build_host_detector(DetectConfig(max_side=CALIBRATION_SIDE), precise=True)
+    int8 = build_host_detector(DetectConfig(max_side=CALIBRATION_SIDE), precise=True)
     int8.model = OrtModel(model.read_bytes(), model.name)
     found = total = 0
     drift: list[float] = []
     for f in frames:
-        a, b = fp32.detect([f])[0], int8.detect([f])[0]
+        a, b = fp32.detect_images([f])[0], int8.detect_images([f])[0]
         sure = np.flatnonzero(a.scores > 0.5)
         total += len(sure)
         if not len(sure) or not len(b):

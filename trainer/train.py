@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from stream_gate.quality_model import to_model_input
+from stream_gate.stages.align_score.learned import to_model_input
 from trainer.data import load_prepared
 from trainer.degrade import random_degradation
 from trainer.distill import DistillSet

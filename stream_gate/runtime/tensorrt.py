@@ -2,8 +2,9 @@
 
 Written to TensorRT 10's Python API (name-based tensors, ``execute_async_v3``) and
 imported only when ``runtime.engine = "tensorrt"``. Each model has a recipe in
-``engines/<model>.toml``: the dynamic batch profile (min/opt/max batch) and input sizes,
-and whether fp16 is allowed. A built engine is cached under ``runtime.engine_cache`` by a
+``recipes/<model>.toml`` (package data beside this file, so an installed wheel has them):
+the dynamic batch profile (min/opt/max batch) and input sizes, and whether fp16 is
+allowed. A built engine is cached under ``runtime.engine_cache`` by a
 key of GPU name, compute capability, TensorRT version, ONNX sha256 and recipe, so a new
 driver, card, model or recipe rebuilds it and an unchanged one loads in milliseconds.
 
@@ -14,6 +15,7 @@ copied asynchronously, outputs come back the same way, and the host waits once p
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import tomllib
 from dataclasses import asdict, dataclass
@@ -28,12 +30,12 @@ from stream_gate.errors import ModelError
 from stream_gate.log import get_logger
 
 log = get_logger(__name__)
-RECIPES = Path(__file__).resolve().parents[2] / "engines"
+RECIPES = Path(str(importlib.resources.files("stream_gate.runtime") / "recipes"))
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How to build one model's engine (``engines/<model>.toml``)."""
+    """How to build one model's engine (``recipes/<model>.toml``)."""
 
     model: str
     batch: tuple[int, int, int]  # min, opt, max
@@ -235,8 +237,8 @@ class TrtModel:
         self.output_names = [n for n, i in zip(names, is_input, strict=True) if not i]
         self.stream = cuda.Stream()
         self._buffers: dict[str, tuple[Any, Any, int]] = {}  # name -> host, device, nbytes
-        # With PyTorch on CUDA, the on-device stages (device_detect.py, device_stages.py)
-        # hand their tensors straight to the engine (infer_tensor).
+        # With PyTorch on CUDA (runtime.choose_backend), the stages' torch backends hand
+        # their tensors straight to the engine (infer_tensor).
         self.device: Any = None
         self.dtype: Any = None
         try:
@@ -269,7 +271,7 @@ class TrtModel:
         np.copyto(host_in, batch.astype(host_in.dtype, copy=False))
         if not self.context.set_input_shape(self.input_name, batch.shape):
             raise ModelError(f"{self.name}: input {batch.shape} is outside the engine's "
-                             f"profile {self.recipe.shapes()} (engines/{self.recipe.model}.toml)")
+                             f"profile {self.recipe.shapes()} (recipes/{self.recipe.model}.toml)")
         cuda.memcpy_htod_async(dev_in, host_in, self.stream)
         self.context.set_tensor_address(self.input_name, int(dev_in))
         outs = []
@@ -285,6 +287,9 @@ class TrtModel:
         self.stream.synchronize()
         return [np.array(h, dtype=np.float32) for h, _ in outs]
 
+    def warm(self, item_shape: tuple[int, ...], up_to: int) -> None:
+        """Nothing to do: the engine was built for its whole batch profile ahead."""
+
     def infer_tensor(self, batch: Any) -> list[Any]:
         """A CUDA torch batch in, float32 CUDA tensors out: no host round trip. Runs on
         PyTorch's current stream, so it orders with the torch stages around it."""
@@ -298,7 +303,7 @@ class TrtModel:
         x = batch.to("cuda", torch.float32).contiguous()
         if not self.context.set_input_shape(self.input_name, tuple(x.shape)):
             raise ModelError(f"{self.name}: input {tuple(x.shape)} is outside the engine's "
-                             f"profile {self.recipe.shapes()} (engines/{self.recipe.model}.toml)")
+                             f"profile {self.recipe.shapes()} (recipes/{self.recipe.model}.toml)")
         self.context.set_tensor_address(self.input_name, x.data_ptr())
         outs = []
         for name in self.output_names:

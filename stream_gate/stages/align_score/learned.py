@@ -1,0 +1,143 @@
+"""The learned CR-FIQA quality model: ONNX file + manifest, behind ``QualityScorer``.
+
+A manifest (JSON, beside the ONNX file) names the model, its sha256, input spec and
+normalisation, and the calibration: knots of a monotone piecewise-linear map from the
+raw predicted certainty ratio to 0–100. Shipped models live in ``stream_gate/models/``;
+``score.model`` may also be a path to a user's own manifest. The scorer here runs on
+host arrays; torch.py runs the same model on the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from stream_gate.config import RuntimeConfig
+from stream_gate.errors import ModelError
+from stream_gate.runtime import Model, load_model
+from stream_gate.types import FloatArray, ImageBGR, Scores
+
+SHIPPED = ("cr-fiqa-s",)
+
+
+def to_model_input(crops: Sequence[ImageBGR] | npt.NDArray[np.uint8],
+                   mean: float = 0.5, std: float = 0.5) -> npt.NDArray[np.float32]:
+    """BGR uint8 crops (N×112×112×3) -> RGB NCHW float32, (x/255 − mean)/std.
+
+    The one preprocessing function shared by training, export checks and serving.
+    """
+    x = np.asarray(crops, dtype=np.uint8)
+    if x.ndim == 3:
+        x = x[None]
+    chw = x[..., ::-1].transpose(0, 3, 1, 2)  # a uint8 view: reorder before widening
+    out = np.empty(chw.shape, np.float32)
+    np.multiply(chw, np.float32(1.0 / (255.0 * std)), out=out, casting="unsafe")
+    out -= np.float32(mean / std)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """Monotone piecewise-linear map raw -> 0–100 (clamped outside the knots)."""
+
+    raw: tuple[float, ...]
+    quality: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.raw) != len(self.quality) or len(self.raw) < 2:
+            raise ValueError("calibration needs two equally long knot lists (≥ 2 knots)")
+        if any(b < a for a, b in pairwise(self.raw)) or any(
+            b < a for a, b in pairwise(self.quality)
+        ):
+            raise ValueError("calibration knots must be non-decreasing")
+
+    def __call__(self, raw: npt.NDArray[np.floating]) -> FloatArray:
+        q = np.interp(np.asarray(raw, np.float64), self.raw, self.quality)
+        return np.clip(q, 0.0, 100.0).astype(np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    name: str
+    version: str
+    file: Path
+    sha256: str
+    input_size: int
+    mean: float
+    std: float
+    calibration: Calibration
+    raw: dict[str, Any]
+
+    @staticmethod
+    def load(path: Path) -> Manifest:
+        try:
+            data = json.loads(path.read_text())
+            norm = data["input"]["normalisation"]
+            return Manifest(
+                name=data["name"], version=str(data["version"]),
+                file=path.parent / data["file"], sha256=data["sha256"],
+                input_size=int(data["input"]["size"]), mean=float(norm["mean"]),
+                std=float(norm["std"]),
+                calibration=Calibration(tuple(data["calibration"]["raw"]),
+                                        tuple(data["calibration"]["quality"])),
+                raw=data,
+            )
+        except FileNotFoundError:
+            raise ModelError(f"quality model manifest not found: {path}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{path}: bad quality model manifest: {exc!r}") from None
+
+
+def manifest_path(model: str) -> Path:
+    """The manifest of a shipped model name, or the path the user gave."""
+    if model in SHIPPED:
+        return Path(str(importlib.resources.files("stream_gate") / "models" / f"{model}.json"))
+    return Path(model)
+
+
+def load_quality_model(model: str) -> tuple[Manifest, bytes]:
+    """The manifest of ``score.model`` and its ONNX bytes, checked against its sha256."""
+    m = Manifest.load(manifest_path(model))
+    try:
+        blob = m.file.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"quality model file {m.file}: {exc.strerror}") from None
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != m.sha256:
+        raise ModelError(f"{m.file}: sha256 {digest[:12]}… does not match its manifest")
+    return m, blob
+
+
+class CrFiqaScorer:
+    """Scores aligned crops with the learned model; ``raw`` is the predicted CR."""
+
+    def __init__(self, manifest: Manifest, model: Model) -> None:
+        self.manifest = manifest
+        self.model = model
+        self.name = f"{manifest.name}@{manifest.version}"
+
+    @staticmethod
+    def load(model: str = "cr-fiqa-s", runtime: RuntimeConfig | None = None,
+             threads: int = 0) -> CrFiqaScorer:
+        """The model ``score.model`` names, on host arrays (``runtime``: its engine,
+        onnxruntime by default)."""
+        manifest, blob = load_quality_model(model)
+        return CrFiqaScorer(manifest, load_model(blob, manifest.name,
+                                                 runtime or RuntimeConfig(), threads=threads))
+
+    def score(self, crops: Sequence[ImageBGR], landmarks: Sequence[FloatArray]) -> Scores:
+        if len(crops) == 0:
+            empty = np.zeros((0,), np.float32)
+            return Scores(raw=empty, quality=empty)
+        raw = self.model.infer(to_model_input(crops, self.manifest.mean, self.manifest.std))[0]
+        raw = np.asarray(raw, np.float32).reshape(-1)
+        return Scores(raw=raw, quality=self.manifest.calibration(raw))

