@@ -33,38 +33,68 @@ class _Section(BaseModel):
 
 
 class DecodeConfig(_Section):
-    queue_size: Annotated[int, Field(ge=1, le=1024)] = 8
-    open_timeout_s: Annotated[float, Field(gt=0)] = 10.0
-    read_timeout_s: Annotated[float, Field(gt=0)] = 10.0
-    reconnect_min_s: Annotated[float, Field(gt=0)] = 0.5
-    reconnect_max_s: Annotated[float, Field(gt=0)] = 30.0
-    threads: Annotated[int, Field(ge=0, le=64)] = 0
-    rtsp_transport: Literal["tcp", "udp"] = "tcp"
-    hwaccel: Literal["none", "cuda"] = "none"
-    loop_speed: Annotated[float, Field(ge=0, le=100)] = 1.0
-    skip_nonref: bool = True
-    stall_s: Annotated[float, Field(gt=0)] = 10.0
-    shutdown_grace_s: Annotated[float, Field(gt=0)] = 15.0
-    drop_oldest: bool | None = None
-    max_pixels: Annotated[int, Field(ge=64 * 64)] = 3840 * 2160
+    queue_size: int = Field(default=8, ge=1, le=1024, description=(
+        "Frames buffered per stream between decoding and detection."))
+    open_timeout_s: float = Field(default=10.0, gt=0, description=(
+        "Seconds to wait for a camera to answer when opening."))
+    read_timeout_s: float = Field(default=10.0, gt=0, description=(
+        "Seconds to wait for each read from a camera."))
+    reconnect_min_s: float = Field(default=0.5, gt=0, description=(
+        "First reconnect delay; it doubles up to reconnect_max_s (±20 % jitter)."))
+    reconnect_max_s: float = Field(default=30.0, gt=0, description="Longest reconnect delay.")
+    threads: int = Field(default=0, ge=0, le=64, description=(
+        "Decoder threads per stream (0: FFmpeg's choice)."))
+    rtsp_transport: Literal["tcp", "udp"] = Field(default="tcp", description=(
+        "RTSP over tcp (robust) or udp (lower latency, loses packets)."))
+    hwaccel: Literal["none", "cuda"] = Field(default="none", description=(
+        "cuda: decode on the GPU (NVDEC), falling back to the CPU; none: the CPU."))
+    loop_speed: float = Field(default=1.0, ge=0, le=100, description=(
+        "Playback speed of loop:// sources (1: the file's own rate; 0: as fast as possible)."))
+    skip_nonref: bool = Field(default=True, description=(
+        "Skip decoding B-frames when a stream is analysed at half its rate or less."))
+    stall_s: float = Field(default=10.0, gt=0, description=(
+        "A live camera that delivers no picture this long is reconnected."))
+    shutdown_grace_s: float = Field(default=15.0, gt=0, description=(
+        "On SIGTERM/SIGINT, exit (status 3) if flushing takes longer than this."))
+    drop_oldest: bool | None = Field(default=None, description=(
+        "Full queue: drop the oldest frame (true) or wait (false); unset: live sources drop, "
+        "files wait."))
+    max_pixels: int = Field(default=3840 * 2160, ge=64 * 64, description=(
+        "Largest frame (width × height) accepted; a larger stream is refused."))
 
 
 class DetectConfig(_Section):
-    model: Literal["centerface", "yunet"] = "centerface"
-    model_path: Path | None = None
-    precision: Literal["int8", "fp32"] = "int8"
-    max_side: Literal[0] | Annotated[int, Field(ge=64, le=4096)] = 0
-    score_threshold: Annotated[float, Field(ge=0.01, le=1.0)] = 0.3
-    nms_iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3
-    min_face_px: Annotated[float, Field(ge=0)] = 16.0
-    batch_size: Annotated[int, Field(ge=1, le=256)] = 4
-    max_wait_ms: Annotated[float, Field(ge=0, le=10_000)] = 20.0
-    threads: Annotated[int, Field(ge=0, le=256)] = 0
-    refine_px: Annotated[int, Field(ge=0, le=512, multiple_of=32)] = 96
-    refine_small_px: Annotated[int, Field(ge=32, le=512, multiple_of=32)] = 192
-    every: Annotated[int, Field(ge=1, le=25)] = 3
-    every_still: Annotated[int, Field(ge=1, le=250)] = 15
-    max_motion: Annotated[float, Field(gt=0)] = 0.5
+    model: Literal["centerface", "yunet"] = Field(default="centerface", description=(
+        "Face detector: centerface (bundled) or yunet (from model_path)."))
+    model_path: Path | None = Field(default=None, description=(
+        "YuNet ONNX file with dynamic input (detect.model = \"yunet\")."))
+    precision: Literal["int8", "fp32"] = Field(default="int8", description=(
+        "CenterFace's frame-wide pass in int8 (our quantised copy) or fp32."))
+    max_side: Literal[0] | Annotated[int, Field(ge=64, le=4096)] = Field(default=0, description=(
+        "Longest side of the frame-wide detector input (0: from min_face_px)."))
+    score_threshold: float = Field(default=0.3, ge=0.01, le=1.0, description=(
+        "Lowest detector confidence kept."))
+    nms_iou: float = Field(default=0.3, gt=0.0, le=1.0, description=(
+        "Overlap above which two detections are the same face."))
+    min_face_px: float = Field(default=16.0, ge=0, description=(
+        "Smallest face (shorter box side, frame px) passed on."))
+    batch_size: int = Field(default=4, ge=1, le=256, description=(
+        "Frames (from all cameras together) per detector call."))
+    max_wait_ms: float = Field(default=20.0, ge=0, le=10_000, description=(
+        "Longest wait for a batch to fill once its first frame is in."))
+    threads: int = Field(default=0, ge=0, le=256, description=(
+        "onnxruntime intra-op threads for the detector (0: all cores)."))
+    refine_px: int = Field(default=96, ge=0, le=512, multiple_of=32, description=(
+        "Side of the full-resolution re-detection crops (0: no refinement)."))
+    refine_small_px: int = Field(default=192, ge=32, le=512, multiple_of=32, description=(
+        "Native window (original px) around faces of 32 px up to refine_px / 2."))
+    every: int = Field(default=3, ge=1, le=25, description=(
+        "Frame-wide detection every k-th analysed frame; tracked faces refined between."))
+    every_still: int = Field(default=15, ge=1, le=250, description=(
+        "How long frame-wide detection may wait while nothing moves (= every: no check)."))
+    max_motion: float = Field(default=0.5, gt=0, description=(
+        "A tracked face moving more than this fraction of its size per frame forces frame-wide "
+        "detection."))
 
     @model_validator(mode="after")
     def _yunet_needs_a_file(self) -> DetectConfig:
@@ -90,32 +120,51 @@ class DetectConfig(_Section):
 
 
 class RuntimeConfig(_Section):
-    engine: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
-    ort_spin: bool = False
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    half: bool = True
-    cuda_graphs: bool = True
-    trt_int8: bool = False
-    engine_cache: Path = Path("~/.cache/stream-gate/engines")
+    engine: Literal["onnxruntime", "tensorrt", "torch"] = Field(default="onnxruntime", description=(
+        "Inference engine: onnxruntime (CPU), tensorrt (NVIDIA GPU) or torch."))
+    ort_spin: bool = Field(default=False, description=(
+        "Let onnxruntime's idle worker threads busy-wait (off: the cores go to decoding)."))
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description=(
+        "torch engine: auto (CUDA when PyTorch sees a GPU), cpu or cuda."))
+    half: bool = Field(default=True, description="torch engine on CUDA: run the models in fp16.")
+    cuda_graphs: bool = Field(default=True, description=(
+        "torch engine on CUDA: power-of-two batch buckets, one CUDA graph each."))
+    trt_int8: bool = Field(default=False, description=(
+        "tensorrt: CenterFace's frame-wide pass on its calibrated int8 engine."))
+    engine_cache: Path = Field(default=Path("~/.cache/stream-gate/engines"), description=(
+        "Where built TensorRT engines are kept."))
 
 
 class TrackConfig(_Section):
-    high_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
-    new_track_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
-    match_iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
-    low_match_iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
-    buffer: Annotated[float, Field(ge=0, le=2)] = 0.6
-    min_hits: Annotated[int, Field(ge=1, le=1000)] = 3
-    max_age_s: Annotated[float, Field(gt=0)] = 1.0
+    high_score: float = Field(default=0.5, ge=0.0, le=1.0, description=(
+        "Detections at or above this score are matched first."))
+    new_track_score: float = Field(default=0.6, ge=0.0, le=1.0, description=(
+        "A new track starts only from a detection this confident."))
+    match_iou: float = Field(default=0.2, gt=0.0, le=1.0, description=(
+        "Minimum IoU of a prediction and a high-score detection to match."))
+    low_match_iou: float = Field(default=0.5, gt=0.0, le=1.0, description=(
+        "Minimum IoU for the low-score second matching stage."))
+    buffer: float = Field(default=0.6, ge=0, le=2, description=(
+        "Boxes grown by this fraction on each side before IoU matching."))
+    min_hits: int = Field(default=3, ge=1, le=1000, description=(
+        "Matches before a track is confirmed (only confirmed tracks emit)."))
+    max_age_s: float = Field(default=1.0, gt=0, description=(
+        "Seconds a confirmed track survives unseen before it ends."))
 
 
 class ScoreConfig(_Section):
-    model: str = "cr-fiqa-s"
-    threads: Annotated[int, Field(ge=0, le=256)] = 0
-    min_det_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
-    min_eye_px: Annotated[float, Field(ge=0)] = 4.0
-    max_yaw_deg: Annotated[float, Field(gt=0, le=90)] = 90.0
-    max_per_track_hz: Annotated[float, Field(ge=0)] = 0.0
+    model: str = Field(default="cr-fiqa-s", description=(
+        "Quality scorer: cr-fiqa-s, heuristic, or a path to a model manifest .json."))
+    threads: int = Field(default=0, ge=0, le=256, description=(
+        "onnxruntime threads for the quality model (0: all cores)."))
+    min_det_score: float = Field(default=0.3, ge=0.0, le=1.0, description=(
+        "Gate: minimum detector confidence."))
+    min_eye_px: float = Field(default=4.0, ge=0, description=(
+        "Gate: minimum distance between the eyes in frame pixels."))
+    max_yaw_deg: float = Field(default=90.0, gt=0, le=90, description=(
+        "Gate: largest head yaw (degrees, from landmarks) still scored."))
+    max_per_track_hz: float = Field(default=0.0, ge=0, description=(
+        "Score each person at most this often per second of video (0: every frame)."))
 
     @field_validator("model")
     @classmethod
@@ -126,21 +175,31 @@ class ScoreConfig(_Section):
 
 
 class SelectConfig(_Section):
-    policy: Literal["track_end", "improving"] = "track_end"
-    top_k: Annotated[int, Field(ge=1, le=100)] = 1
-    min_quality: Annotated[float, Field(ge=0, le=100)] = 0.0
-    improve_delta: Annotated[float, Field(ge=0, le=100)] = 5.0
-    max_wait_s: Annotated[float, Field(ge=0)] = 0.0
+    policy: Literal["track_end", "improving"] = Field(default="track_end", description=(
+        "track_end: emit when the track ends; improving: emit early and on improvement."))
+    top_k: int = Field(default=1, ge=1, le=100, description="Crops kept and emitted per person.")
+    min_quality: float = Field(default=0.0, ge=0, le=100, description=(
+        "Crops scoring below this (0–100) are never emitted."))
+    improve_delta: float = Field(default=5.0, ge=0, le=100, description=(
+        "Points a crop must beat the last emitted one by to be emitted again."))
+    max_wait_s: float = Field(default=0.0, ge=0, description=(
+        "Longest a confirmed person is held before a first emission (0: no limit)."))
 
 
 class RedisConfig(_Section):
-    url: str = "redis://127.0.0.1:6379/0"
-    key: str = "stream_gate:crops"
-    maxlen: Annotated[int, Field(ge=1)] = 100_000
-    jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 95
-    connect_timeout_s: Annotated[float, Field(gt=0)] = 3.0
-    spool_dir: Path | None = None
-    spool_max_entries: Annotated[int, Field(ge=1)] = 100_000
+    url: str = Field(default="redis://127.0.0.1:6379/0", description=(
+        "redis://, rediss:// (TLS), unix:// or embedded (a private server)."))
+    key: str = Field(default="stream_gate:crops", description=(
+        "Stream key; may contain {stream_id}."))
+    maxlen: int = Field(default=100_000, ge=1, description=(
+        "Approximate stream length cap (XADD MAXLEN ~)."))
+    jpeg_quality: int = Field(default=95, ge=1, le=100, description="JPEG quality of the crops.")
+    connect_timeout_s: float = Field(default=3.0, gt=0, description=(
+        "Seconds to wait for Redis to connect or answer."))
+    spool_dir: Path | None = Field(default=None, description=(
+        "Where entries wait on disk while Redis is unreachable (unset: in memory)."))
+    spool_max_entries: int = Field(default=100_000, ge=1, description=(
+        "Most entries kept in the spool; beyond it the oldest is dropped."))
 
     @field_validator("url")
     @classmethod
@@ -151,13 +210,17 @@ class RedisConfig(_Section):
 
 
 class MetricsConfig(_Section):
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 9108
+    host: str = Field(default="127.0.0.1", description=(
+        "Address the metrics and health endpoint listens on."))
+    port: int = Field(default=9108, ge=0, le=65535, description=(
+        "Port of the metrics and health endpoint (0: off)."))
 
 
 class OutputConfig(_Section):
-    dir: Path | None = None
-    dump_scored: Path | None = None
+    dir: Path | None = Field(default=None, description=(
+        "Directory sink: one JPEG + JSON per emitted crop."))
+    dump_scored: Path | None = Field(default=None, description=(
+        "Every scored crop with its scores, emitted or not (tuning)."))
 
 
 class _Override(BaseModel):
@@ -180,11 +243,13 @@ class SelectOverride(_Override):
 
 
 class StreamConfig(_Section):
-    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
-    url: str
-    fps: Annotated[float, Field(gt=0, le=240)] = 5.0
-    score: ScoreOverride | None = None
-    select: SelectOverride | None = None
+    id: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description=(
+        "The stream's name in entries, logs and metrics."))
+    url: str = Field(description="rtsp://…, a video file, or loop://file (a file played as live).")
+    fps: float = Field(default=5.0, gt=0, le=240, description="Frames analysed per second.")
+    score: ScoreOverride | None = Field(default=None, description="[score] gates for this stream.")
+    select: SelectOverride | None = Field(default=None, description=(
+        "[select] policy and thresholds for this stream."))
 
     @field_validator("url")
     @classmethod

@@ -1,6 +1,7 @@
 """Command line: ``stream-gate run | demo | score | bench | engines | doctor | tail``.
 
 The parser is here; each command is a file of its own (run.py, demo.py, ...).
+May import anything below it: bench, service, pipeline, stages and the rest.
 
 Start-up problems (bad config, missing or unreadable video, unreachable Redis) print one
 line per cause to stderr and exit with status 2; run-time problems are logged and

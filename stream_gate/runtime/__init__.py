@@ -28,6 +28,8 @@ import numpy.typing as npt
 
 from stream_gate.config import RuntimeConfig
 from stream_gate.errors import ModelError
+from stream_gate.runtime.ort import OrtModel
+from stream_gate.runtime.tensorrt import TrtModel  # imports TensorRT itself only when used
 
 if TYPE_CHECKING:
     import torch
@@ -93,7 +95,7 @@ def choose_backend(cfg: RuntimeConfig) -> Backend:
     """
     require(cfg.engine)
     if cfg.engine == "torch":
-        from stream_gate.runtime.torch_engine import pick_device
+        from stream_gate.runtime.torch_engine import pick_device  # torch stays optional
 
         return Backend(cfg, pick_device(cfg))
     if cfg.engine == "tensorrt":
@@ -111,15 +113,11 @@ def load_model(onnx: bytes, name: str, cfg: RuntimeConfig, threads: int = 0,
     calibrated int8 engine, built ahead by ``stream-gate engines build --calibrate``)."""
     require(cfg.engine)
     if cfg.engine == "tensorrt":
-        from stream_gate.runtime.tensorrt import TrtModel
-
         return TrtModel(onnx, name, cfg, int8=int8)
     if cfg.engine == "torch":
-        from stream_gate.runtime.torch_engine import TorchModel
+        from stream_gate.runtime.torch_engine import TorchModel  # torch stays optional
 
         return TorchModel(onnx, name, cfg, threads=threads)
-    from stream_gate.runtime.ort import OrtModel
-
     return OrtModel(onnx, name, threads=threads, spin=cfg.ort_spin)
 
 
@@ -130,9 +128,7 @@ def load_device_model(onnx: bytes, name: str, backend: Backend, threads: int = 0
         raise ModelError(f"{name}: runtime.engine = {backend.cfg.engine!r} runs on the host "
                          "here, not on a torch device")
     if backend.cfg.engine == "tensorrt":
-        from stream_gate.runtime.tensorrt import TrtModel
-
         return TrtModel(onnx, name, backend.cfg, int8=int8)
-    from stream_gate.runtime.torch_engine import TorchModel
+    from stream_gate.runtime.torch_engine import TorchModel  # torch stays optional
 
     return TorchModel(onnx, name, backend.cfg, threads=threads)

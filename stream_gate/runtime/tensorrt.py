@@ -1,11 +1,11 @@
 """TensorRT engines built from our ONNX files, cached on disk, run through pycuda.
 
-Written to TensorRT 10's Python API (name-based tensors, ``execute_async_v3``) and
-imported only when ``runtime.engine = "tensorrt"``. Each model has a recipe in
-``recipes/<model>.toml`` (package data beside this file, so an installed wheel has them):
-the dynamic batch profile (min/opt/max batch) and input sizes, and whether fp16 is
-allowed. A built engine is cached under ``runtime.engine_cache`` by a
-key of GPU name, compute capability, TensorRT version, ONNX sha256 and recipe, so a new
+Written to TensorRT 10's Python API (name-based tensors, ``execute_async_v3``); TensorRT
+and pycuda are imported only when ``runtime.engine = "tensorrt"`` uses them. Each model
+has a recipe in ``recipes/<model>.toml`` (package data beside this file, so an installed
+wheel has them): the dynamic batch profile (min/opt/max batch) and input sizes, and
+whether fp16 is allowed. A built engine is cached under ``runtime.engine_cache`` by a key
+of GPU name, compute capability, TensorRT version, ONNX sha256 and recipe, so a new
 driver, card, model or recipe rebuilds it and an unchanged one loads in milliseconds.
 
 Execution: one CUDA stream per model; inputs are staged in page-locked host memory and

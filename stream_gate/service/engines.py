@@ -27,6 +27,7 @@ from stream_gate.demo import render_sample_clip
 from stream_gate.errors import ModelError
 from stream_gate.geometry import iou_matrix
 from stream_gate.runtime import Backend, choose_backend, require
+from stream_gate.runtime.tensorrt import Calibration, calibration_cache, load_or_build
 from stream_gate.stages.align_score import build_scorer
 from stream_gate.stages.align_score.learned import load_quality_model
 from stream_gate.stages.align_score.template import align_face
@@ -113,8 +114,6 @@ def calibration_batches(cfg: DetectConfig, frames: list[ImageBGR]
 def build(settings: Settings, calibrate: Path | None = None) -> list[Path]:
     """Build (or find current) the engines ``settings`` uses; int8 detector with ``calibrate``."""
     require("tensorrt")
-    from stream_gate.runtime.tensorrt import Calibration, calibration_cache, load_or_build
-
     rt = settings.runtime.model_copy(update={"engine": "tensorrt"})
     models = [(yunet_onnx_bytes(settings.detect.model_path), "yunet")
               if settings.detect.model == "yunet" else (centerface_onnx_bytes(), "centerface")]

@@ -29,6 +29,12 @@ from stream_gate.types import FloatArray, ImageBGR, Scores
 SHIPPED = ("cr-fiqa-s",)
 
 
+def normalisation(mean: float = 0.5, std: float = 0.5) -> tuple[float, float]:
+    """(a, b) with model input = pixel · a − b, i.e. (pixel / 255 − mean) / std: the one
+    normalisation of the quality model's input, on the host and on the device."""
+    return 1.0 / (255.0 * std), mean / std
+
+
 def to_model_input(crops: Sequence[ImageBGR] | npt.NDArray[np.uint8],
                    mean: float = 0.5, std: float = 0.5) -> npt.NDArray[np.float32]:
     """BGR uint8 crops (N×112×112×3) -> RGB NCHW float32, (x/255 − mean)/std.
@@ -39,9 +45,10 @@ def to_model_input(crops: Sequence[ImageBGR] | npt.NDArray[np.uint8],
     if x.ndim == 3:
         x = x[None]
     chw = x[..., ::-1].transpose(0, 3, 1, 2)  # a uint8 view: reorder before widening
+    a, b = normalisation(mean, std)
     out = np.empty(chw.shape, np.float32)
-    np.multiply(chw, np.float32(1.0 / (255.0 * std)), out=out, casting="unsafe")
-    out -= np.float32(mean / std)
+    np.multiply(chw, np.float32(a), out=out, casting="unsafe")
+    out -= np.float32(b)
     return out
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from stream_gate.runtime import DeviceModel
 from stream_gate.runtime.cuda_graphs import MAX_BATCH
 from stream_gate.runtime.torch_ops import by_shape
-from stream_gate.stages.align_score.learned import CrFiqaScorer
+from stream_gate.stages.align_score.learned import CrFiqaScorer, normalisation
 from stream_gate.stages.align_score.scored import Face, QualityScorer, ScoredCrops
 from stream_gate.stages.align_score.template import ARCFACE_TEMPLATE, CROP_SIZE, umeyama
 from stream_gate.types import FloatArray, FrameBatch, Scores
@@ -127,6 +127,7 @@ class DeviceLearnedAlignScore(DeviceAlignScore):
     def score(self, crops: torch.Tensor, host: list[npt.NDArray[np.uint8]],
               landmarks: list[FloatArray]) -> Scores:
         m = self.manifest
-        x = (crops.flip(1) / 255.0 - m.mean) / m.std  # BGR -> RGB, as to_model_input
+        a, b = normalisation(m.mean, m.std)
+        x = crops.flip(1) * a - b  # BGR -> RGB, as to_model_input
         raw = self.model.infer_tensor(x)[0].reshape(-1).cpu().numpy().astype(np.float32)
         return Scores(raw=raw, quality=m.calibration(raw))

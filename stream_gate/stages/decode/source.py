@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import av
 import av.error
+from av.codec.hwaccel import HWAccel, hwdevices_available
 
 from stream_gate.config import DecodeConfig
 from stream_gate.errors import SourceError
@@ -98,8 +99,6 @@ def open_source(source: Source, cfg: DecodeConfig) -> Any:
         options["rtsp_transport"] = cfg.rtsp_transport
     timeout = (cfg.open_timeout_s, cfg.read_timeout_s)
     if cfg.hwaccel != "none" and _HwState.failed is None:
-        from av.codec.hwaccel import HWAccel, hwdevices_available
-
         try:
             if cfg.hwaccel not in hwdevices_available():
                 raise av.error.FFmpegError(0, f"this FFmpeg build has no {cfg.hwaccel} "

@@ -26,10 +26,22 @@ MIN_AUTO_SIDE = 640  # below this, detection is cheap: small frames are detected
 
 @dataclass(frozen=True, slots=True)
 class Letterbox:
-    """How one frame was placed into the detector input: scale per axis, top-left."""
+    """How one frame was placed into the detector input: scaled to ``h`` × ``w`` at the
+    top left (``sx``, ``sy``: input pixels per frame pixel)."""
 
+    h: int
+    w: int
     sx: float
     sy: float
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """A batch's detector input size (multiples of 32) and where each frame sits in it."""
+
+    height: int
+    width: int
+    frames: list[Letterbox]
 
 
 def input_size(height: int, width: int, max_side: int) -> tuple[int, int, float]:
@@ -86,25 +98,29 @@ class FaceDetector:
         """Detector input pixels per frame pixel for a frame of this size."""
         return input_size(height, width, self.side(height, width))[2]
 
+    def layout(self, shapes: Sequence[tuple[int, ...]]) -> Layout:
+        """Where frames of these shapes (H, W, ...) go in one zero-padded batch: each
+        scaled down to :meth:`side` (never up), the batch as large as its largest."""
+        sizes = [input_size(sh[0], sh[1], self.side(sh[0], sh[1])) for sh in shapes]
+        frames = []
+        for sh, (_, _, s) in zip(shapes, sizes, strict=True):
+            h, w = int(sh[0]), int(sh[1])
+            nh, nw = max(1, round(h * s)), max(1, round(w * s))
+            frames.append(Letterbox(nh, nw, nw / w, nh / h))
+        return Layout(max(s[0] for s in sizes), max(s[1] for s in sizes), frames)
+
     def prepare(
         self, images: Sequence[ImageBGR]
     ) -> tuple[npt.NDArray[np.float32], list[Letterbox]]:
         """Resize, pad and stack frames into one NCHW float batch."""
-        sizes = [input_size(im.shape[0], im.shape[1], self.side(im.shape[0], im.shape[1]))
-                 for im in images]
-        bh = max(s[0] for s in sizes)
-        bw = max(s[1] for s in sizes)
-        batch = np.zeros((len(images), 3, bh, bw), np.float32)
-        boxes: list[Letterbox] = []
-        for i, (im, (_, _, s)) in enumerate(zip(images, sizes, strict=True)):
-            h, w = im.shape[:2]
-            nh, nw = max(1, round(h * s)), max(1, round(w * s))
-            resized = im if (nh, nw) == (h, w) else cv2.resize(
-                im, (nw, nh), interpolation=cv2.INTER_AREA
+        lay = self.layout([im.shape for im in images])
+        batch = np.zeros((len(images), 3, lay.height, lay.width), np.float32)
+        for i, (im, lb) in enumerate(zip(images, lay.frames, strict=True)):
+            resized = im if (lb.h, lb.w) == im.shape[:2] else cv2.resize(
+                im, (lb.w, lb.h), interpolation=cv2.INTER_AREA
             )
-            batch[i, :, :nh, :nw] = self.blob([resized])[0]
-            boxes.append(Letterbox(nw / w, nh / h))
-        return batch, boxes
+            batch[i, :, :lb.h, :lb.w] = self.blob([resized])[0]
+        return batch, lay.frames
 
     def detect(self, batch: FrameBatch) -> list[Detections]:
         """The faces of every frame of the batch, in frame pixels (host arrays)."""

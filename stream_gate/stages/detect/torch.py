@@ -23,7 +23,7 @@ import torch
 
 from stream_gate.runtime import DeviceModel
 from stream_gate.runtime.torch_ops import by_shape, resize_like_opencv
-from stream_gate.stages.detect.base import FaceDetector, Letterbox, input_size
+from stream_gate.stages.detect.base import FaceDetector, Letterbox
 from stream_gate.stages.detect.centerface import CenterFaceDetector
 from stream_gate.types import Detections, FloatArray, FrameBatch
 
@@ -54,27 +54,19 @@ class DeviceDetector:
         """Resize (area) into one zero-padded NCHW float batch in the network's colour
         order; how each frame sits. Frames of one size (a camera's) are resized together,
         in one call."""
-        codec = self.codec
-        sizes = [input_size(f.shape[0], f.shape[1], codec.side(f.shape[0], f.shape[1]))
-                 for f in frames]
-        bh, bw = max(s[0] for s in sizes), max(s[1] for s in sizes)
-        batch = torch.zeros((len(frames), 3, bh, bw), device=self.model.device,
+        lay = self.codec.layout([tuple(f.shape) for f in frames])
+        batch = torch.zeros((len(frames), 3, lay.height, lay.width), device=self.model.device,
                             dtype=self.model.dtype)
-        # Each frame's size once scaled (the batch pads it to bh × bw).
-        fitted = [(max(1, round(f.shape[0] * s)), max(1, round(f.shape[1] * s)))
-                  for f, (_, _, s) in zip(frames, sizes, strict=True)]
         for idx in by_shape(frames).values():
-            nh, nw = fitted[idx[0]]
+            lb = lay.frames[idx[0]]
             stack = torch.stack([frames[i] for i in idx]).permute(0, 3, 1, 2)
-            if codec.rgb:
+            if self.codec.rgb:
                 stack = stack.flip(1)
             # Resized exactly as OpenCV does on the host path, so both paths see the same
             # pixels (a borderline face otherwise tips NMS the other way).
-            x = resize_like_opencv(stack.float(), nh, nw)
-            batch[idx, :, :nh, :nw] = x.to(batch.dtype)
-        scales = [Letterbox(nw / f.shape[1], nh / f.shape[0])
-                  for f, (nh, nw) in zip(frames, fitted, strict=True)]
-        return batch, scales
+            x = resize_like_opencv(stack.float(), lb.h, lb.w)
+            batch[idx, :, :lb.h, :lb.w] = x.to(batch.dtype)
+        return batch, lay.frames
 
     def detect(self, batch: FrameBatch) -> list[Detections]:
         """The faces of every frame of the batch, from its device copies."""

