@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+
 from pydantic import BaseModel
 
 from stream_gate.config import Settings, StreamConfig

@@ -225,3 +225,19 @@ def test_a_file_whose_frames_all_say_time_zero_is_still_sampled_at_its_rate(
     assert reader.decoded == len(times)
     assert len(frames) == -(-len(times) // 5)  # placed at 25 fps, sampled at 5 fps
     assert all(b.t > a.t for a, b in pairwise(frames))
+
+
+def test_media_time_after_a_camera_gap_follows_the_wall_clock() -> None:
+    """A reconnected camera restarts its timestamps: its media time resumes as far after
+    the last frame as the camera was away (a file's next loop: one period after)."""
+    from stream_gate.stages.decode.reader import _Clock
+
+    clock = _Clock()
+    last = [clock.stamp(k * 0.2, 0.2) for k in range(5)][-1]
+    clock.restart(gap_s=6.0)  # the camera was silent for 6 s
+    assert clock.stamp(0.0, 0.2) == pytest.approx(last + 6.0)
+    assert clock.stamp(0.2, 0.2) == pytest.approx(last + 6.2)
+    looped = _Clock()
+    end = [looped.stamp(k * 0.2, 0.2) for k in range(5)][-1]
+    looped.restart()  # a file played again: no gap
+    assert looped.stamp(0.0, 0.2) == pytest.approx(end + 0.2)

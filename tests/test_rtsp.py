@@ -7,7 +7,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import pairwise
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import pytest
 
 from stream_gate.config import DecodeConfig
 from stream_gate.stages.decode import Source, StreamReader
+from stream_gate.types import Emission
 
 from .conftest import free_port
 from .test_decode import drain
@@ -310,6 +311,83 @@ def test_four_cameras_restarted_frozen_garbage_and_healthy(
         assert readers[sid].last_error, sid
     assert "no picture within" in readers["frozen"].last_error, readers["frozen"].last_error
     assert "invalid data" in readers["garbage"].last_error.lower(), readers["garbage"].last_error
+
+
+class _Recorder:
+    """A sink that keeps every emission with the monotonic time it was published at."""
+
+    down = False
+    backlog = 0
+
+    def __init__(self) -> None:
+        self.got: list[tuple[float, Emission]] = []
+
+    def publish(self, emissions: Iterable[Emission]) -> None:
+        now = time.monotonic()
+        self.got += [(now, em) for em in emissions]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_a_camera_outage_ends_the_tracks_of_the_people_seen_before_it(
+        camera: Callable[..., Camera]) -> None:
+    """A camera with a face in view is killed for 4 s and restarted. Every track seen
+    before the outage ends and emits within max_age_s + 1 s of the camera going down; the
+    face after it is a new track; no track holds crops from both sides; entry times never
+    go back."""
+    from stream_gate.config import load_settings
+    from stream_gate.pipeline.graph import build_pipeline
+
+    cam = camera(face="liveportrait_d6.mp4")  # one talking face, in view all along
+    max_age = 1.0
+    settings = load_settings(None, {
+        "decode": {"open_timeout_s": 2, "read_timeout_s": 2, "reconnect_min_s": 0.2,
+                   "reconnect_max_s": 0.5},
+        "track": {"max_age_s": max_age},
+        "select": {"policy": "track_end", "top_k": 5},
+        "streams": [{"id": "cam", "url": cam.url("face"), "fps": 5}],
+    })
+    sink = _Recorder()
+    pipeline = build_pipeline(settings, [sink])
+    runner = threading.Thread(target=pipeline.run, daemon=True)
+    runner.start()
+    reader = pipeline.streams["cam"].reader
+
+    def wait_live(timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while reader.state != "live" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert reader.state == "live"
+
+    try:
+        wait_live(15)
+        time.sleep(4.0)  # the face is tracked and confirmed
+        down, down_ms = time.monotonic(), time.time() * 1000
+        cam.stop()
+        time.sleep(4.0)
+        up_ms = time.time() * 1000
+        cam.start()
+        wait_live(10)
+        time.sleep(4.0)
+    finally:
+        pipeline.stop_event.set()
+        runner.join(15)
+    before = [(at, em) for at, em in sink.got if em.candidate.wall_ms < down_ms]
+    after = [em for _, em in sink.got if em.candidate.wall_ms > up_ms]
+    assert before, "no track ended before the camera came back"
+    assert all(at <= down + max_age + 1.0 for at, _ in before), [at - down for at, _ in before]
+    assert after, "the face after the outage was not tracked anew"
+    sides: dict[int, set[bool]] = {}
+    for _, em in sink.got:
+        sides.setdefault(em.candidate.track_id, set()).add(em.candidate.wall_ms > up_ms)
+    assert all(len(s) == 1 for s in sides.values()), sides
+    assert min(em.candidate.track_id for em in after) > max(
+        em.candidate.track_id for _, em in before)
+    stamps = sorted(sink.got, key=lambda x: x[1].candidate.frame_index)
+    assert all(a[1].candidate.wall_ms <= b[1].candidate.wall_ms
+               for a, b in pairwise(stamps))
 
 
 def test_shutdown_never_outlasts_the_grace_time(tmp_path: Path) -> None:

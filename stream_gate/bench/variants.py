@@ -46,6 +46,9 @@ class WideOnly:
     def close(self, stream_id: str) -> list[TrackEnd]:
         return []
 
+    def reset(self, stream_id: str) -> list[TrackEnd]:
+        return []
+
     def step(self, batch: FrameBatch) -> TrackResult:
         t = time.perf_counter()
         dets = self.detector.detect(batch)

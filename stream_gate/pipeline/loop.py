@@ -84,6 +84,7 @@ class Pipeline:
                     self.on_tick()
                 if duration is not None and time.perf_counter() - t_start >= duration:
                     break
+                self._publish(self.streams.end_quiet(time.time() * 1000))
                 frames = self.batcher.gather(list(self.streams.values()))
                 if frames:
                     if self.transform is not None:
@@ -126,6 +127,7 @@ class Pipeline:
         result = self.track.step(batch)
         self._stage(result.seconds)
         for frame, step in zip(batch.frames, result.steps, strict=True):
+            self.streams[frame.stream_id].saw(frame.wall_ms)
             for ob in self.observers:
                 ob.on_tracked(frame, step)
         if self.align_score is not None:

@@ -27,7 +27,11 @@ log = get_logger(__name__)
 
 @dataclass
 class StreamState:
-    """One stream: where its frames come from and the per-stream stages after tracking."""
+    """One stream: where its frames come from and the per-stream stages after tracking.
+
+    ``quiet_s``: for a live camera, how long without a frame ends its tracks (a person
+    who leaves while the camera is down is not held until it comes back); None for files.
+    """
 
     url: str
     source: Source
@@ -35,6 +39,20 @@ class StreamState:
     reader: Reader
     gate: Gate
     selector: Selector
+    quiet_s: float | None = None
+    last_frame_ms: int | None = None  # wall-clock stamp of the last frame processed
+    quiet: bool = False  # its tracks were ended for quiet; until the next frame
+
+    def saw(self, frame_ms: int) -> None:
+        """A frame of this stream was processed."""
+        self.last_frame_ms = frame_ms
+        self.quiet = False
+
+    def gone_quiet(self, now_ms: float) -> bool:
+        """A live camera that has delivered nothing for ``quiet_s`` (queue empty too)."""
+        if self.quiet_s is None or self.quiet or self.last_frame_ms is None:
+            return False
+        return now_ms - self.last_frame_ms > self.quiet_s * 1000 and len(self.queue) == 0
 
     @property
     def queue(self) -> FrameQueue:
@@ -80,12 +98,27 @@ class Streams(Mapping[str, StreamState]):
         cfg = self.settings.stream(sid)
         source = Source.parse(sid, cfg.url, cfg.fps)
         stop = threading.Event()
+        # One frame period past the tracker's max_age_s: a slow camera's frames are not gaps.
+        quiet_s = self.settings.track.max_age_s + 1.0 / cfg.fps \
+            if source.kind == "live" else None
         st = StreamState(cfg.url, source, stop, build_reader(source, self.settings.decode, stop),
                          build_gate(self.settings.score_for(sid)),
-                         build_selector(self.settings.select_for(sid), self.model))
+                         build_selector(self.settings.select_for(sid), self.model), quiet_s)
         self._streams[sid] = st
         self.track.open(sid)
         return st
+
+    def end_quiet(self, now_ms: float) -> list[Emission]:
+        """End the tracks of every live camera that went quiet; what they owed."""
+        owed: list[Emission] = []
+        for sid, st in self._streams.items():
+            if st.gone_quiet(now_ms):
+                st.quiet = True
+                ends = self.track.reset(sid)
+                log.info("stream_quiet", stream_id=sid, quiet_s=round(st.quiet_s or 0.0, 2),
+                         tracks_ended=sum(e.confirmed for e in ends))
+                owed += st.ends(ends)
+        return owed
 
     def remove(self, sid: str, join_timeout: float = 5.0) -> tuple[StreamState, list[Emission]]:
         """Stop a stream's reader (waiting up to ``join_timeout``) and end its tracks;

@@ -81,7 +81,10 @@ class _Clock:
     """Media time that never goes back, across file loops and camera reconnects.
 
     Frames without a timestamp, or repeating the last one (broken muxers and cameras
-    stamp every frame 0), are placed one frame period after the previous frame.
+    stamp every frame 0), are placed one frame period after the previous frame. After a
+    camera's reconnect, media time resumes as far after the last frame as the wall clock
+    moved meanwhile (a person who left during the outage is not "still there" in media
+    time); a file's next loop follows its last frame by one period.
     """
 
     def __init__(self) -> None:
@@ -89,6 +92,7 @@ class _Clock:
         self._last = -1.0
         self._last_raw: float | None = None
         self._period = 0.04
+        self._gap = 0.0  # seconds the next segment starts after the last frame, at least
 
     def stamp(self, raw: float | None, period: float) -> float:
         if period > 0:
@@ -100,7 +104,9 @@ class _Clock:
             self._base = t - raw
         else:
             if self._last_raw is None:
-                self._base = -raw if self._last < 0 else self._last + self._period - raw
+                step = max(self._period, self._gap)
+                self._base = -raw if self._last < 0 else self._last + step - raw
+                self._gap = 0.0
             elif raw < self._last_raw:  # loop restart or camera reset
                 self._base = self._last + self._period - raw
             self._last_raw = raw
@@ -108,9 +114,11 @@ class _Clock:
         self._last = t
         return t
 
-    def restart(self) -> None:
-        """The next raw time starts a new segment (a reopened file or camera)."""
+    def restart(self, gap_s: float = 0.0) -> None:
+        """The next raw time starts a new segment (a reopened file or camera), at least
+        ``gap_s`` after the last frame (a camera's time without a frame)."""
         self._last_raw = None
+        self._gap = gap_s
 
 
 class _Sampler:
@@ -150,6 +158,8 @@ class StreamReader(threading.Thread):
         self._pace_start: float | None = None  # wall time of media time 0, for loop://
         self._opened_at = 0.0  # when the current connection was opened
         self._got_frame = False  # whether it has delivered a frame yet
+        self._last_frame: float | None = None  # monotonic time of the last frame decoded
+        self._last_wall_ms = 0  # wall-clock stamps never go back within a stream
 
     def _set_state(self, state: str, **kw: Any) -> None:
         if state != self.state:
@@ -220,7 +230,9 @@ class StreamReader(threading.Thread):
                 # Sampling keeps at most every 2nd frame: let FFmpeg skip decoding the
                 # frames no other frame refers to (B-frames); the sampler picks from the rest.
                 stream.codec_context.skip_frame = "NONREF"
-            self._clock.restart()
+            live_gap = (time.monotonic() - self._last_frame
+                        if self.source.kind == "live" and self._last_frame is not None else 0.0)
+            self._clock.restart(live_gap)
             self._set_state("live")
             last_frame = time.monotonic()
             for packet in container.demux(stream):
@@ -262,6 +274,7 @@ class StreamReader(threading.Thread):
         self.covered = max(self.covered, index + 1)
         self._pace(t)
         self._got_frame = True
+        self._last_frame = time.monotonic()
         if not self._sampler.keep(t):
             return
         t0 = time.perf_counter()
@@ -273,6 +286,12 @@ class StreamReader(threading.Thread):
             index=index,
             pts=vf.pts,
             t=t,
-            wall_ms=int(time.time() * 1000),
+            wall_ms=self._wall_ms(),
             image=image,
         )
+
+    def _wall_ms(self) -> int:
+        """Now, in ms since the epoch, never before the stream's previous frame (a clock
+        stepped back by NTP must not reorder a camera's entries)."""
+        self._last_wall_ms = max(self._last_wall_ms, int(time.time() * 1000))
+        return self._last_wall_ms

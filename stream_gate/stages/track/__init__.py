@@ -30,6 +30,10 @@ class TrackStage(Protocol):
 
     def close(self, stream_id: str) -> list[TrackEnd]: ...
 
+    def reset(self, stream_id: str) -> list[TrackEnd]:
+        """End the stream's live tracks, keep tracking it (a camera gap)."""
+        ...
+
     def step(self, batch: FrameBatch) -> TrackResult: ...
 
 

@@ -66,6 +66,13 @@ class DetectTrack:
         st = self._streams.pop(stream_id, None)
         return st.tracker.flush() if st is not None else []
 
+    def reset(self, stream_id: str) -> list[TrackEnd]:
+        """End a stream's live tracks now (its camera went quiet); new tracks get new ids
+        and its next frame is detected frame-wide."""
+        st = self._streams[stream_id]
+        st.cadence = StreamCadence(self.cfg)
+        return st.tracker.flush()
+
     def step(self, batch: FrameBatch) -> TrackResult:
         """Detect (frame-wide in one batch, refined around tracks elsewhere) and track."""
         frames = batch.frames
