@@ -17,6 +17,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FilePath,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -200,6 +202,18 @@ class RedisConfig(_Section):
         "Where entries wait on disk while Redis is unreachable (unset: in memory)."))
     spool_max_entries: int = Field(default=100_000, ge=1, description=(
         "Most entries kept in the spool; beyond it the oldest is dropped."))
+    username: str | None = Field(default=None, description=(
+        "ACL user (Redis 6+); unset: the URL's, else the default user."))
+    password: SecretStr | None = Field(default=None, description=(
+        "Password (also STREAM_GATE__REDIS__PASSWORD); never logged."))
+    password_file: FilePath | None = Field(default=None, description=(
+        "File whose first line is the password (a mounted secret)."))
+    ssl_ca_certs: FilePath | None = Field(default=None, description=(
+        "rediss://: the CA certificate(s) that signed the server's certificate."))
+    ssl_certfile: FilePath | None = Field(default=None, description=(
+        "rediss://: this client's certificate, where the server checks clients."))
+    ssl_keyfile: FilePath | None = Field(default=None, description=(
+        "rediss://: the key of ssl_certfile."))
 
     @field_validator("url")
     @classmethod
@@ -207,6 +221,30 @@ class RedisConfig(_Section):
         if v != "embedded" and not re.match(r"^(redis|rediss|unix)://", v):
             raise ValueError("must be 'embedded' or start with redis://, rediss:// or unix://")
         return v
+
+    @model_validator(mode="after")
+    def _one_password_tls_needs_rediss(self) -> RedisConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set password or password_file, not both")
+        tls = [k for k in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile") if getattr(self, k)]
+        if tls and not self.url.startswith("rediss://"):
+            raise ValueError(f"{', '.join(tls)} need a rediss:// url (Redis over TLS)")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together")
+        return self
+
+    def secret(self) -> str | None:
+        """The password, from ``password`` or the first line of ``password_file``."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            try:
+                lines = self.password_file.read_text().splitlines()
+            except OSError as exc:
+                raise ConfigError(f"redis.password_file: cannot read {self.password_file}: "
+                                  f"{exc.strerror}") from None
+            return lines[0] if lines else ""
+        return None
 
 
 class MetricsConfig(_Section):
@@ -350,7 +388,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
             reason = "required key is missing"
         else:
             reason = e["msg"]
-            if "input" in e and not isinstance(e["input"], dict | list):
+            secret = any("password" in str(p) for p in e["loc"])
+            if "input" in e and not isinstance(e["input"], dict | list) and not secret:
                 reason += f" (got {e['input']!r})"
         lines.append(f"{source}: {loc}: {reason}")
     return "\n".join(lines)

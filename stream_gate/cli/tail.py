@@ -11,6 +11,7 @@ import redis
 from stream_gate.config import load_settings
 from stream_gate.errors import ConfigError, SinkError
 from stream_gate.log import redact_url
+from stream_gate.stages.publish.redis_sink import connect
 from stream_gate.stages.publish.schema import crop_stem
 
 
@@ -20,7 +21,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
     key = args.key or settings.redis.key
     if url == "embedded":
         raise ConfigError("redis.url: 'embedded' lives only inside a running demo; give --url")
-    client = redis.Redis.from_url(url, socket_connect_timeout=settings.redis.connect_timeout_s)
+    client = connect(settings.redis, url)
     try:
         entries: Any = client.xrevrange(key, count=args.count)
     except redis.RedisError as exc:

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import redis
-
 from stream_gate.config import Settings, load_settings
 from stream_gate.errors import StartupError
 from stream_gate.log import redact_url
@@ -21,6 +19,7 @@ from stream_gate.pipeline.graph import build_frame_detector
 from stream_gate.stages.align_score import build_align_score
 from stream_gate.stages.decode import Source, hwaccel_error, nominal_rate, open_source
 from stream_gate.stages.detect import FaceDetector
+from stream_gate.stages.publish.redis_sink import connect
 from stream_gate.stages.publish.spool import Spool
 
 
@@ -68,7 +67,7 @@ def _redis(settings: Settings) -> str:
     url = settings.redis.url
     if url == "embedded":
         return "embedded (a private redis-server started with the process)"
-    client = redis.Redis.from_url(url, socket_connect_timeout=settings.redis.connect_timeout_s)
+    client = connect(settings.redis)
     info = client.info("server")
     length = client.xlen(settings.redis.key) if "{" not in settings.redis.key else "n/a"
     return (f"{redact_url(url)} answers (Redis {info.get('redis_version')}), "
@@ -115,7 +114,8 @@ def checks(config: Path) -> Iterator[Check]:
                    "install stream-gate[gpu] on a machine whose NVIDIA GPU PyTorch sees, or "
                    "set runtime.engine = \"onnxruntime\"")
     yield _guard("models", models_hint, lambda: _models(settings))
-    yield _guard("redis", "start Redis or fix redis.url (host, port, password, db)",
+    yield _guard("redis", "start Redis or fix redis.url (host, port, db), redis.username, "
+                 "redis.password or the TLS files, as the line above says",
                  lambda: _redis(settings))
     if settings.redis.spool_dir is not None:
         spool_dir = settings.redis.spool_dir

@@ -27,6 +27,36 @@ from stream_gate.types import Emission
 log = get_logger(__name__)
 
 
+def connect(cfg: RedisConfig, url: str | None = None) -> redis.Redis:
+    """A client for ``url`` (default ``redis.url``) with the config's credentials and
+    TLS files, checked to answer; one SinkError saying what failed otherwise (the
+    credentials, the server's certificate, or the connection), never the secret."""
+    url = url or cfg.url
+    tls: dict[str, str] = {k: str(v) for k, v in (
+        ("ssl_ca_certs", cfg.ssl_ca_certs), ("ssl_certfile", cfg.ssl_certfile),
+        ("ssl_keyfile", cfg.ssl_keyfile)) if v is not None}
+    client = redis.Redis.from_url(
+        url, username=cfg.username, password=cfg.secret(),
+        socket_connect_timeout=cfg.connect_timeout_s, socket_timeout=cfg.connect_timeout_s,
+        **tls)
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise SinkError(f"Redis at {redact_url(url)} refused the credentials: {exc} (check "
+                        "redis.username and redis.password or password_file)") from None
+    except redis.RedisError as exc:
+        text = str(exc)
+        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+            raise SinkError(f"Redis at {redact_url(url)}: its TLS certificate is not trusted "
+                            "(set redis.ssl_ca_certs to the CA that signed it): "
+                            f"{redact_url(text)}") from None
+        if "NOAUTH" in text or "WRONGPASS" in text:
+            raise SinkError(f"Redis at {redact_url(url)} refused the credentials: {text} "
+                            "(check redis.username and redis.password)") from None
+        raise SinkError(f"Redis at {redact_url(url)} is unreachable: {redact_url(text)}") from None
+    return client
+
+
 class RedisSink:
     """XADD each emission to a Redis stream, ``MAXLEN ~ maxlen``."""
 
@@ -37,15 +67,7 @@ class RedisSink:
         if url == "embedded":
             self._embedded, url = start_embedded_redis()
         self.url = url
-        self.client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=cfg.connect_timeout_s,
-            socket_timeout=cfg.connect_timeout_s,
-        )
-        try:
-            self.client.ping()
-        except redis.RedisError as exc:
-            raise SinkError(f"Redis at {redact_url(url)} is unreachable: {exc}") from None
+        self.client = connect(cfg, url)
         self._backlog: deque[tuple[str, dict[str, str | bytes]]] = deque(maxlen=backlog_limit)
         self._down_since: float | None = None
         self._retry_s = 0.0
