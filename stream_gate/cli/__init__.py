@@ -1,4 +1,4 @@
-"""Command line: ``stream-gate run | demo | score | bench | engines | doctor | tail``.
+"""Command line: ``stream-gate run | demo | score | bench | engines | doctor | review | tail``.
 
 The parser is here; each command is a file of its own (run.py, demo.py, ...).
 May import anything below it: bench, service, pipeline, stages and the rest.
@@ -20,6 +20,7 @@ from stream_gate.cli.bench import cmd_bench
 from stream_gate.cli.demo import cmd_demo
 from stream_gate.cli.doctor import cmd_doctor
 from stream_gate.cli.engines import cmd_engines
+from stream_gate.cli.review import cmd_review
 from stream_gate.cli.run import cmd_run
 from stream_gate.cli.score import cmd_score
 from stream_gate.cli.tail import cmd_tail
@@ -51,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--fps", type=float, default=10.0, help="frames per second to analyse")
     demo.add_argument("--sheet", type=Path, default=Path("stream-gate-demo.png"),
                       help="where to write the contact sheet PNG of the best crops")
+    demo.add_argument("--review", type=Path, default=Path("stream-gate-demo.html"),
+                      help="where to write the review page (stream-gate review)")
     outputs(demo)
 
     score = sub.add_parser("score", help="detect, align and score faces in still images")
@@ -89,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     engines.add_argument("--media", type=Path, metavar="VIDEO",
                          help="verify: frames to compare on (default: the demo clip)")
 
+    review = sub.add_parser("review", help="an HTML tuning page from a --dump-scored folder")
+    review.add_argument("dump", type=Path, help="the --dump-scored folder")
+    review.add_argument("--out", type=Path, help="the --out folder of the same run (marks "
+                        "the emitted crops)")
+    review.add_argument("--config", type=Path, help="TOML file (the thresholds to show)")
+    review.add_argument("--html", type=Path, help="where to write it (default DUMP/review.html)")
+
     tail = sub.add_parser("tail", help="read published entries back from Redis")
     tail.add_argument("--config", type=Path, help="TOML config file (redis section)")
     tail.add_argument("--url", help="Redis URL (default: redis.url of the config)")
@@ -104,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_json)
     try:
         handler = {"run": cmd_run, "demo": cmd_demo, "score": cmd_score, "tail": cmd_tail,
-                   "bench": cmd_bench, "doctor": cmd_doctor, "engines": cmd_engines}
+                   "bench": cmd_bench, "doctor": cmd_doctor, "engines": cmd_engines,
+                   "review": cmd_review}
         return int(handler[args.command](args))
     except StartupError as exc:
         for line in str(exc).splitlines():

@@ -1,7 +1,7 @@
 """``stream-gate demo``: the gate on a built-in sample clip with an embedded Redis.
 
-Prints a table of the tracks and what each emitted, and writes a contact sheet of the
-emitted crops.
+Prints a table of the tracks and what each emitted, writes a contact sheet of the
+emitted crops and the review page (``stream-gate review``) of every scored crop.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from stream_gate.cli.run import apply_outputs, run_gate
 from stream_gate.config import load_settings
 from stream_gate.demo import render_sample_clip
 from stream_gate.pipeline.observe import RunReport
+from stream_gate.service.review import write_review
 from stream_gate.types import Emission
 
 
@@ -37,6 +38,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         }
         settings = load_settings(args.config, defaults)
         apply_outputs(settings, args)
+        kept = settings.output.dir  # the user's own folder of emitted crops, if any
+        # The review page reads every scored crop and marks the emitted ones.
+        if settings.output.dump_scored is None:
+            settings.output.dump_scored = Path(tmp) / "scored"
+        if settings.output.dir is None:
+            settings.output.dir = Path(tmp) / "emitted"
         t0 = time.perf_counter()
         report, sink = run_gate(settings, args.duration, collect=True)
         print(track_table(report))
@@ -48,8 +55,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"in {time.perf_counter() - t0:.1f} s"
         )
         print(f"contact sheet: {sheet}" if sheet else "no crops emitted: no contact sheet")
-        if settings.output.dir is not None:
-            print(f"crops and metadata: {settings.output.dir}")
+        if report.scored:
+            page = write_review(settings.output.dump_scored, settings.output.dir,
+                                settings.select, settings.score, args.review)
+            print(f"review page: {page}")
+        if kept is not None:
+            print(f"crops and metadata: {kept}")
     return 0
 
 

@@ -149,7 +149,7 @@ class Pipeline:
                     todo.append((st, i, face))
                 else:
                     for ob in self.observers:
-                        ob.on_skipped(frame, reason)
+                        ob.on_skipped(frame, face, reason)
         self._stage({"track": time.perf_counter() - t})
         scored = align_score.run(batch, [(i, face.landmarks) for _, i, face in todo])
         self._stage(scored.seconds)

@@ -7,13 +7,14 @@ no-op body for each, so an observer defines only what it watches.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from stream_gate.stages.decode import Reader
 from stream_gate.stages.publish import DirectorySink
-from stream_gate.types import Candidate, Emission, Frame, TrackStep
+from stream_gate.types import Candidate, Emission, Frame, TrackedFace, TrackStep
 
 STAGES = ("decode", "detect", "refine", "track", "align", "score", "select", "publish")
 
@@ -33,7 +34,7 @@ class PipelineObserver:
     def on_tracked(self, frame: Frame, step: TrackStep) -> None:
         """The tracker's result for one frame."""
 
-    def on_skipped(self, frame: Frame, reason: str) -> None:
+    def on_skipped(self, frame: Frame, face: TrackedFace, reason: str) -> None:
         """A tracked face not scored: a gate's name, or ``capped`` (rate cap)."""
 
     def on_scored(self, candidate: Candidate) -> None:
@@ -95,7 +96,7 @@ class RunReport(PipelineObserver):
                 x1, y1, x2, y2 = (float(v) for v in face.box)
                 summ.boxes[frame.index] = (x1, y1, x2, y2)
 
-    def on_skipped(self, frame: Frame, reason: str) -> None:
+    def on_skipped(self, frame: Frame, face: TrackedFace, reason: str) -> None:
         if reason == "capped":
             self.capped += 1
         else:
@@ -143,10 +144,21 @@ class RunReport(PipelineObserver):
 
 
 class ScoredDump(PipelineObserver):
-    """``--dump-scored``: every scored crop with its scores, emitted or not (tuning)."""
+    """``--dump-scored``: every scored crop with its scores, emitted or not, and one line
+    per face a gate stopped (``gated.jsonl``): what ``stream-gate review`` reads."""
+
+    GATED = "gated.jsonl"
 
     def __init__(self, sink: DirectorySink) -> None:
         self.sink = sink
 
     def on_scored(self, candidate: Candidate) -> None:
         self.sink.write_scored(candidate)
+
+    def on_skipped(self, frame: Frame, face: TrackedFace, reason: str) -> None:
+        line = {"stream_id": frame.stream_id, "track_id": face.track_id,
+                "frame_index": frame.index, "ts_ms": frame.wall_ms, "reason": reason,
+                "det_score": round(face.score, 4),
+                "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in face.landmarks]}
+        with open(self.sink.root / self.GATED, "a") as fh:
+            fh.write(json.dumps(line) + "\n")
