@@ -70,8 +70,9 @@ class DetectConfig(_Section):
         "Face detector: centerface (bundled) or yunet (from model_path)."))
     model_path: Path | None = Field(default=None, description=(
         "YuNet ONNX file with dynamic input (detect.model = \"yunet\")."))
-    precision: Literal["int8", "fp32"] = Field(default="int8", description=(
-        "CenterFace's frame-wide pass in int8 (our quantised copy) or fp32."))
+    precision: Literal["auto", "int8", "fp32"] = Field(default="auto", description=(
+        "CenterFace's frame-wide pass in int8 (our quantised copy) or fp32; auto: int8 where "
+        "the CPU has VNNI."))
     max_side: Literal[0] | Annotated[int, Field(ge=64, le=4096)] = Field(default=0, description=(
         "Longest side of the frame-wide detector input (0: from min_face_px)."))
     score_threshold: float = Field(default=0.3, ge=0.01, le=1.0, description=(

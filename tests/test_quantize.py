@@ -11,6 +11,7 @@ import pytest
 
 from stream_gate.config import DetectConfig
 from stream_gate.geometry import iou_matrix
+from stream_gate.runtime.ort import cpu_has_vnni
 from stream_gate.stages.detect import CenterFaceDetector, FaceDetector, build_host_detector
 
 from .conftest import ROOT
@@ -34,7 +35,7 @@ def recall(ref: FaceDetector, other: FaceDetector, frames: list[np.ndarray]
 
 def test_shipped_int8_detector_keeps_the_faces(media: Callable[[str], Path]) -> None:
     frames = frames_of(media(CROWD), {0, 50, 100})
-    int8 = build_host_detector(DetectConfig(max_side=960))  # int8 is the default
+    int8 = build_host_detector(DetectConfig(max_side=960, precision="int8"))
     assert int8.model.name == "centerface-int8"
     fp32 = build_host_detector(DetectConfig(max_side=960, precision="fp32"))
     assert fp32.model.name == "centerface"
@@ -42,6 +43,18 @@ def test_shipped_int8_detector_keeps_the_faces(media: Callable[[str], Path]) -> 
     assert recall(fp32, int8, frames) >= 0.98
     report = json.loads((ROOT / "stream_gate" / "models" / "centerface-int8.json").read_text())
     assert report["recall"] >= report["min_recall"] == 0.98
+
+
+def test_auto_precision_runs_int8_only_where_the_cpu_has_vnni(tmp_path: Path) -> None:
+    """The default: int8 on a CPU whose int8 dot products do not saturate, else fp32."""
+    vnni, avx2 = tmp_path / "vnni", tmp_path / "avx2"
+    vnni.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert cpu_has_vnni(vnni) and not cpu_has_vnni(avx2)
+    assert not cpu_has_vnni(tmp_path / "absent")
+    auto = build_host_detector(DetectConfig())
+    assert auto.model.name == ("centerface-int8" if cpu_has_vnni() else "centerface")
+    assert auto.quantized == cpu_has_vnni()
 
 
 @pytest.mark.slow

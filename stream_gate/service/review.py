@@ -153,7 +153,7 @@ def _quality_plot(tracks: Iterable[Track]) -> str:
     ax.set_xlabel("source frame")
     ax.set_ylabel("quality")
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=6, ncols=4)
+    ax.legend(fontsize=6, ncols=8, loc="upper center", bbox_to_anchor=(0.5, -0.3))
     return _svg(fig)
 
 

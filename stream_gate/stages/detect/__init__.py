@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from stream_gate.config import DetectConfig, RuntimeConfig
 from stream_gate.runtime import Backend, load_device_model, load_model
+from stream_gate.runtime.ort import cpu_has_vnni
 from stream_gate.stages.detect.base import FaceDetector
 from stream_gate.stages.detect.centerface import (
     CenterFaceDetector,
@@ -59,10 +60,13 @@ def _network(cfg: DetectConfig, runtime: RuntimeConfig, precise: bool
 
     ``detect.precision = "int8"`` applies to CenterFace's frame-wide pass where the engine
     can run it (onnxruntime: our QDQ copy; TensorRT with ``runtime.trt_int8``: its
-    calibrated engine); ``precise`` asks for full precision (refinement, where landmarks
-    matter more than speed).
+    calibrated engine); ``"auto"`` is int8 on onnxruntime only where the CPU has VNNI
+    (elsewhere int8 saturates and is not faster); ``precise`` asks for full precision
+    (refinement, where landmarks matter more than speed).
     """
-    int8 = cfg.precision == "int8" and not precise and cfg.model == "centerface"
+    wanted = cfg.precision == "int8" or (cfg.precision == "auto" and (
+        runtime.engine != "onnxruntime" or cpu_has_vnni()))
+    int8 = wanted and not precise and cfg.model == "centerface"
     ort_int8 = int8 and runtime.engine == "onnxruntime"
     trt_int8 = int8 and runtime.engine == "tensorrt" and runtime.trt_int8
     if cfg.model == "yunet":
