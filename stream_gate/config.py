@@ -397,9 +397,11 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def load_settings(
-    path: Path | None = None, defaults: dict[str, Any] | None = None
+    path: Path | None = None, defaults: dict[str, Any] | None = None,
+    content: bytes | None = None,
 ) -> Settings:
-    """Read ``path`` (TOML) over ``defaults``, apply the environment, validate.
+    """Read ``path`` (TOML; ``content``: its bytes, already read) over ``defaults``,
+    apply the environment, validate.
 
     Raises :class:`ConfigError` naming the file and key for any problem.
     """
@@ -408,10 +410,13 @@ def load_settings(
     if path is not None:
         source = str(path)
         try:
-            with open(path, "rb") as fh:
-                data = _deep_merge(data, tomllib.load(fh))
+            raw = path.read_bytes() if content is None else content
+            data = _deep_merge(data, tomllib.loads(raw.decode("utf-8")))
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: "
+                              f"{raw[exc.start:exc.start + 1]!r}); save it as UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         except OSError as exc:
@@ -420,3 +425,9 @@ def load_settings(
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def check_runnable(settings: Settings) -> None:
+    """What ``run`` needs beyond a valid file (start-up and every hot reload alike)."""
+    if not settings.streams:
+        raise ConfigError("streams: no [[streams]] configured")

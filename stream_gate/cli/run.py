@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from stream_gate.config import Settings, load_settings
+from stream_gate.config import Settings, check_runnable, load_settings
 from stream_gate.errors import ConfigError
 from stream_gate.log import get_logger
 from stream_gate.pipeline.graph import build_pipeline, check_sources
@@ -39,8 +39,7 @@ def run_gate(settings: Settings, duration: float | None, collect: bool,
              serve_metrics: bool = False, reload_from: Path | None = None
              ) -> tuple[RunReport, RedisSink]:
     """Check, build and run the pipeline of ``settings``; the report and the Redis sink."""
-    if not settings.streams:
-        raise ConfigError("streams: no [[streams]] configured")
+    check_runnable(settings)
     check_sources(settings)
     observers: list[PipelineObserver] = []
     if settings.output.dump_scored is not None:

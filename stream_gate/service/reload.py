@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stream_gate.config import Settings, load_settings
+from stream_gate.config import Settings, check_runnable, load_settings
 from stream_gate.errors import ConfigError
-from stream_gate.log import get_logger
+from stream_gate.log import get_logger, redact_url
 
 log = get_logger(__name__)
 
@@ -51,13 +51,36 @@ class ConfigReloader:
         if not self._requested and mtime == self._mtime:
             return
         reason = "sighup" if self._requested else "file_changed"
+        content = self._read_whole()
+        if content is None:
+            return  # being rewritten: the next poll reads it again
         self._requested = False
         self._mtime = mtime
         try:
-            settings = load_settings(self.path)
+            settings = load_settings(self.path, content=content)
+            check_runnable(settings)
         except ConfigError as exc:
             log.error("config_rejected", path=str(self.path), trigger=reason,
                       error=str(exc).replace("\n", "; "))
             return
-        self._apply(settings)
+        try:
+            self._apply(settings)
+        except Exception as exc:  # a reload must never end the process
+            log.error("config_apply_failed", path=str(self.path), trigger=reason,
+                      error=redact_url(f"{type(exc).__name__}: {exc}"))
+            return
         log.info("config_reloaded", path=str(self.path), trigger=reason)
+
+    def _read_whole(self) -> bytes | None:
+        """The file's bytes if it is not being written right now: the same size and mtime
+        before and after reading, and not empty (an editor's truncate-then-write)."""
+        try:
+            before = self.path.stat()
+            content = self.path.read_bytes()
+            after = self.path.stat()
+        except OSError:
+            return b""  # gone or unreadable: load_settings says why
+        if not content or (before.st_size, before.st_mtime_ns) != (after.st_size,
+                                                                   after.st_mtime_ns):
+            return None
+        return content
