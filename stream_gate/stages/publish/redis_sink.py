@@ -73,6 +73,7 @@ class RedisSink:
         self._retry_s = 0.0
         self._next_try = 0.0
         self.published = 0
+        self.spool_error: str | None = None  # why the spool is not taking entries now
         self._spool = Spool(cfg.spool_dir, cfg.spool_max_entries) if cfg.spool_dir else None
         if self._spool is not None and len(self._spool):
             log.info("spool_replay", entries=len(self._spool), spool=str(cfg.spool_dir))
@@ -86,9 +87,9 @@ class RedisSink:
             fields: dict[str, str | bytes] = dict(entry_fields(em))
             fields["crop"] = encode_jpeg(em.candidate.crop, self.cfg.jpeg_quality)
             key = self.key_for(em.candidate.stream_id)
-            if self._spool is not None and len(self._spool):
-                self._spool.append(key, fields)  # keep the order behind older entries
-                continue
+            if self._spool is not None and len(self._spool) and not self._backlog \
+                    and self._to_spool(key, fields):
+                continue  # behind the older entries on disk
             if len(self._backlog) == self._backlog.maxlen:
                 log.error("redis_backlog_full", dropped_emit_id=self._backlog[0][1]["emit_id"])
             self._backlog.append((key, fields))
@@ -119,11 +120,30 @@ class RedisSink:
             self._down_since = None
         return True
 
+    def _to_spool(self, key: str, fields: dict[str, str | bytes]) -> bool:
+        """One entry onto the disk spool; False (logged once per failure spell) when the
+        disk refuses it: it then waits in the memory backlog, and the spool is tried
+        again with the next entry."""
+        assert self._spool is not None
+        try:
+            self._spool.append(key, fields)
+        except OSError as exc:
+            if self.spool_error is None:
+                self.spool_error = exc.strerror or str(exc)
+                log.error("spool_failed", spool=str(self.cfg.spool_dir), error=self.spool_error,
+                          fallback="memory backlog", waiting=self.backlog)
+            return False
+        if self.spool_error is not None:
+            log.info("spool_ok", spool=str(self.cfg.spool_dir))
+            self.spool_error = None
+        return True
+
     def _spill(self) -> None:
-        """During an outage, move waiting entries to the disk spool (if any), in order."""
+        """During an outage, move waiting entries to the disk spool (if any), in order,
+        as far as the disk takes them."""
         if self._spool is not None:
-            while self._backlog:
-                self._spool.append(*self._backlog.popleft())
+            while self._backlog and self._to_spool(*self._backlog[0]):
+                self._backlog.popleft()
 
     def _drain(self) -> None:
         if self._down_since is not None and time.monotonic() < self._next_try:

@@ -34,6 +34,11 @@ class Spool:
         self.root = root
         self.max_entries = max_entries
         self.dropped = 0
+        fragments = sorted(root.glob("*.tmp"))  # a crash or a full disk mid-write
+        for frag in fragments:
+            frag.unlink(missing_ok=True)
+        if fragments:
+            log.warning("spool_fragments_removed", spool=str(root), files=len(fragments))
         self._files = sorted(root.glob(f"*{_SUFFIX}"))
         self._next = int(self._files[-1].stem) + 1 if self._files else 0
 
@@ -41,17 +46,23 @@ class Spool:
         return len(self._files)
 
     def append(self, key: str, fields: dict[str, str | bytes]) -> None:
+        """Keep one entry, after the others; raises OSError (disk full, read-only) with
+        nothing written."""
         crop = fields.get("crop", b"")
         text = {k: v for k, v in fields.items() if k != "crop" and isinstance(v, str)}
         header = json.dumps({"key": key, "fields": text}).encode()
         blob = struct.pack(">I", len(header)) + header + (crop if isinstance(crop, bytes) else b"")
         path = self.root / f"{self._next:016d}{_SUFFIX}"
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(blob)
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # no fragment left behind (a full disk, say)
+            raise
         self._fsync_dir()
         self._next += 1
         self._files.append(path)
