@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stream_gate.errors import ConfigError
+from stream_gate.log import redact_url
 
 
 class _Section(BaseModel):
@@ -391,7 +392,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
             reason = e["msg"]
             secret = any("password" in str(p) for p in e["loc"])
             if "input" in e and not isinstance(e["input"], dict | list) and not secret:
-                reason += f" (got {e['input']!r})"
+                reason += f" (got {redact_url(repr(e['input']))})"
         lines.append(f"{source}: {loc}: {reason}")
     return "\n".join(lines)
 

@@ -23,6 +23,8 @@ import numpy as np
 
 from stream_gate.bench.report import RssSampler, VariantResult, percentiles
 from stream_gate.config import Settings
+from stream_gate.errors import SourceError
+from stream_gate.log import redact_url
 from stream_gate.pipeline.graph import build_frame_detector, build_partial, build_pipeline
 from stream_gate.pipeline.observe import STAGES, RunReport
 from stream_gate.stages.decode import Source, open_source
@@ -65,7 +67,15 @@ def decode_only(settings: Settings, duration: float | None) -> VariantResult:
     sampler.start()
     t0 = time.perf_counter()
 
+    failed: dict[str, str] = {}
+
     def work(sid: str, url: str) -> None:
+        try:
+            decode(sid, url)
+        except Exception as exc:  # said once, after the other streams, without secrets
+            failed[sid] = redact_url(f"{type(exc).__name__}: {exc}")
+
+    def decode(sid: str, url: str) -> None:
         src = Source.parse(sid, url, 1.0)
         n = 0
         while True:
@@ -86,6 +96,10 @@ def decode_only(settings: Settings, duration: float | None) -> VariantResult:
         th.start()
     for th in threads:
         th.join()
+    if failed:
+        sampler.stop()
+        raise SourceError("; ".join(f"stream {sid!r}: cannot decode: {why}"
+                                    for sid, why in failed.items()))
     wall = time.perf_counter() - t0
     total = sum(counts.values())
     return VariantResult(

@@ -25,7 +25,7 @@ from stream_gate.cli.run import cmd_run
 from stream_gate.cli.score import cmd_score
 from stream_gate.cli.tail import cmd_tail
 from stream_gate.errors import StartupError
-from stream_gate.log import setup_logging
+from stream_gate.log import redact_url, setup_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(handler[args.command](args))
     except StartupError as exc:
         for line in str(exc).splitlines():
-            print(f"stream-gate: error: {line}", file=sys.stderr)
+            print(f"stream-gate: error: {redact_url(line)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -33,7 +33,8 @@ class Check:
 
     def line(self) -> str:
         text = f"{'ok  ' if self.ok else 'FAIL'}  {self.what}: {self.detail}"
-        return text + (f"\n      fix: {self.hint}" if self.hint and not self.ok else "")
+        text += f"\n      fix: {self.hint}" if self.hint and not self.ok else ""
+        return redact_url(text)
 
 
 def _guard(what: str, hint: str, fn: Callable[[], str]) -> Check:

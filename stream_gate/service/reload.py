@@ -61,7 +61,7 @@ class ConfigReloader:
             check_runnable(settings)
         except ConfigError as exc:
             log.error("config_rejected", path=str(self.path), trigger=reason,
-                      error=str(exc).replace("\n", "; "))
+                      error=redact_url(str(exc).replace("\n", "; ")))
             return
         try:
             self._apply(settings)
