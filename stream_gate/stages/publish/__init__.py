@@ -2,7 +2,8 @@
 
 schema.py is the entry's fields and the crop files' names (one format for every sink and
 for ``stream-gate tail``); redis_sink.py is the Redis sink with its outage backlog and
-disk spool (spool.py); directory.py writes JPEG + JSON files.
+disk spool (spool.py), run on a publisher thread of its own (background.py);
+directory.py writes JPEG + JSON files.
 
 May import: config, errors, log, types (no other stage).
 """
@@ -13,6 +14,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from stream_gate.config import Settings
+from stream_gate.stages.publish.background import Background
 from stream_gate.stages.publish.directory import DirectorySink
 from stream_gate.stages.publish.redis_sink import RedisSink
 from stream_gate.types import Emission
@@ -36,9 +38,9 @@ class Sink(Protocol):
 
 def build_sinks(settings: Settings) -> tuple[RedisSink, list[Sink]]:
     """The Redis sink (checked reachable now: a start-up error otherwise), and every sink
-    in order: Redis, then the directory of ``output.dir`` when set."""
+    in order: Redis (on its publisher thread), then the directory of ``output.dir``."""
     redis_sink = RedisSink(settings.redis)
-    sinks: list[Sink] = [redis_sink]
+    sinks: list[Sink] = [Background(redis_sink)]
     if settings.output.dir is not None:
         sinks.append(DirectorySink(settings.output.dir, settings.redis.jpeg_quality))
     return redis_sink, sinks

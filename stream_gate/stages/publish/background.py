@@ -1,0 +1,92 @@
+"""A sink on a thread of its own, so that no Redis state (down, hung, slow) stalls detection.
+
+The processing loop hands emissions over and goes on at once; the publisher thread sends
+them in order (JPEG encoding, XADD, the outage backlog and the spool all happen there)
+and, while idle, retries what waits for Redis once a second. The hand-off is bounded:
+past ``limit`` emissions waiting (a publisher stuck for minutes) the oldest is dropped,
+counted and logged once per spell.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable
+from typing import Protocol
+
+from stream_gate.log import get_logger, redact_url
+from stream_gate.types import Emission
+
+log = get_logger(__name__)
+IDLE_RETRY_S = 1.0
+
+
+class _Sink(Protocol):
+    @property
+    def down(self) -> bool: ...
+
+    @property
+    def backlog(self) -> int: ...
+
+    def publish(self, emissions: Iterable[Emission]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Background:
+    """``sink`` run by a publisher thread; the same interface as the sink."""
+
+    def __init__(self, sink: _Sink, limit: int = 10_000) -> None:
+        self.sink = sink
+        self.limit = limit
+        self.dropped = 0
+        self._queue: deque[Emission] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="publish", daemon=True)
+        self._thread.start()
+
+    @property
+    def down(self) -> bool:
+        return self.sink.down
+
+    @property
+    def backlog(self) -> int:
+        """Emissions handed over but not yet taken by the sink, and the sink's own."""
+        with self._cond:
+            return len(self._queue) + self.sink.backlog
+
+    def publish(self, emissions: Iterable[Emission]) -> None:
+        with self._cond:
+            for em in emissions:
+                if len(self._queue) >= self.limit:
+                    lost = self._queue.popleft()
+                    self.dropped += 1
+                    if self.dropped == 1 or self.dropped % 1000 == 0:
+                        log.error("publish_backlog_full", dropped=self.dropped,
+                                  dropped_emit_id=lost.emit_id)
+                self._queue.append(em)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._queue and not self._closing:
+                    self._cond.wait(IDLE_RETRY_S)
+                if not self._queue and self._closing:
+                    return
+                batch = list(self._queue)
+                self._queue.clear()
+            try:
+                self.sink.publish(batch)  # an empty batch retries what waits for Redis
+            except Exception as exc:  # the publisher must outlive any one failure
+                log.error("publish_failed", entries=len(batch),
+                          error=redact_url(f"{type(exc).__name__}: {exc}"))
+
+    def close(self) -> None:
+        """Send what was handed over, then close the sink."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+        self.sink.close()
