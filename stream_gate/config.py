@@ -8,11 +8,14 @@ typo in a camera file never silently falls back to a default.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
+import urllib.parse
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
+import redis.connection
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -20,19 +23,41 @@ from pydantic import (
     FilePath,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from stream_gate.errors import ConfigError
 from stream_gate.log import redact_url
 
 
-class _Section(BaseModel):
-    """Base for config sections: unknown keys are errors, values are validated on set."""
+def _no_bool_for_numbers(model: type[BaseModel], name: str | None, value: Any) -> Any:
+    """``true``/``false`` where a number is asked for is a mistake, not 1/0."""
+    field = model.model_fields.get(name or "")
+    if isinstance(value, bool) and field is not None:
+        kinds = set(get_args(field.annotation)) | {field.annotation}
+        if bool not in kinds and kinds & {int, float}:
+            raise ValueError("must be a number, not true/false")
+    return value
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+class _Section(BaseModel):
+    """Base for config sections: unknown keys are errors, values are validated on set,
+    numbers are finite and never booleans."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return _no_bool_for_numbers(cls, info.field_name, value)
 
 
 class DecodeConfig(_Section):
@@ -62,8 +87,15 @@ class DecodeConfig(_Section):
     drop_oldest: bool | None = Field(default=None, description=(
         "Full queue: drop the oldest frame (true) or wait (false); unset: live sources drop, "
         "files wait."))
-    max_pixels: int = Field(default=3840 * 2160, ge=64 * 64, description=(
+    max_pixels: int = Field(default=3840 * 2160, ge=64 * 64, le=2**40, description=(
         "Largest frame (width × height) accepted; a larger stream is refused."))
+
+    @model_validator(mode="after")
+    def _backoff_grows(self) -> DecodeConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError(f"reconnect_min_s ({self.reconnect_min_s:g}) must be <= "
+                             f"reconnect_max_s ({self.reconnect_max_s:g})")
+        return self
 
 
 class DetectConfig(_Section):
@@ -74,7 +106,7 @@ class DetectConfig(_Section):
     precision: Literal["auto", "int8", "fp32"] = Field(default="auto", description=(
         "CenterFace's frame-wide pass in int8 (our quantised copy) or fp32; auto: int8 where "
         "the CPU has VNNI."))
-    max_side: Literal[0] | Annotated[int, Field(ge=64, le=4096)] = Field(default=0, description=(
+    max_side: int = Field(default=0, ge=0, le=4096, description=(
         "Longest side of the frame-wide detector input (0: from min_face_px)."))
     score_threshold: float = Field(default=0.3, ge=0.01, le=1.0, description=(
         "Lowest detector confidence kept."))
@@ -106,6 +138,13 @@ class DetectConfig(_Section):
             raise ValueError('model = "yunet" needs model_path: the YuNet ONNX file '
                              "(stream-gate ships no YuNet weights)")
         return self
+
+    @field_validator("max_side")
+    @classmethod
+    def _auto_or_at_least_64(cls, v: int) -> int:
+        if 0 < v < 64:
+            raise ValueError("must be 0 (auto) or from 64 to 4096")
+        return v
 
     @model_validator(mode="after")
     def _every_needs_refine(self) -> DetectConfig:
@@ -193,9 +232,9 @@ class SelectConfig(_Section):
 class RedisConfig(_Section):
     url: str = Field(default="redis://127.0.0.1:6379/0", description=(
         "redis://, rediss:// (TLS), unix:// or embedded (a private server)."))
-    key: str = Field(default="stream_gate:crops", description=(
+    key: str = Field(default="stream_gate:crops", min_length=1, description=(
         "Stream key; may contain {stream_id}."))
-    maxlen: int = Field(default=100_000, ge=1, description=(
+    maxlen: int = Field(default=100_000, ge=1, le=2**63 - 1, description=(
         "Approximate stream length cap (XADD MAXLEN ~)."))
     jpeg_quality: int = Field(default=95, ge=1, le=100, description="JPEG quality of the crops.")
     connect_timeout_s: float = Field(default=3.0, gt=0, description=(
@@ -222,6 +261,21 @@ class RedisConfig(_Section):
     def _url_scheme(cls, v: str) -> str:
         if v != "embedded" and not re.match(r"^(redis|rediss|unix)://", v):
             raise ValueError("must be 'embedded' or start with redis://, rediss:// or unix://")
+        if v.startswith(("redis://", "rediss://")):
+            parts = urllib.parse.urlsplit(v)
+            try:
+                port = parts.port  # raises ValueError when not a number or out of range
+            except ValueError:
+                raise ValueError("the port must be a number from 1 to 65535") from None
+            if port == 0:
+                raise ValueError("the port must be a number from 1 to 65535")
+            db = parts.path.lstrip("/")
+            if db and not db.isdigit():
+                raise ValueError("the database (the path after the port) must be a number")
+            try:
+                redis.connection.parse_url(v)  # type: ignore[no-untyped-call]
+            except ValueError as exc:
+                raise ValueError(f"not a Redis URL redis-py accepts: {exc}") from None
         return v
 
     @model_validator(mode="after")
@@ -307,6 +361,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         validate_assignment=True,
+        allow_inf_nan=False,
     )
 
     decode: DecodeConfig = DecodeConfig()
@@ -393,7 +448,9 @@ def format_validation_error(err: ValidationError, source: str) -> str:
             secret = any("password" in str(p) for p in e["loc"])
             if "input" in e and not isinstance(e["input"], dict | list) and not secret:
                 reason += f" (got {redact_url(repr(e['input']))})"
-        lines.append(f"{source}: {loc}: {reason}")
+        env = ENV_PREFIX + "__".join(str(p) for p in e["loc"]).upper()
+        where = env if env in os.environ else source
+        lines.append(f"{where}: {loc}: {reason}")
     return "\n".join(lines)
 
 
@@ -422,10 +479,43 @@ def load_settings(
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    check_environment()
+    # Sections are matched without regard to case by pydantic-settings (for the
+    # environment's sake); in a file, [Select] beside [select] is a typo, not a merge.
+    for key in data:
+        if key not in Settings.model_fields:
+            raise ConfigError(f"{source}: {key}: unknown key (sections: "
+                              f"{', '.join(Settings.model_fields)})")
     try:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source)) from None
+    except SettingsError as exc:  # a STREAM_GATE__ variable that is not valid JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"{ENV_PREFIX}{field.group(1).upper()}" if field else "a STREAM_GATE__ variable"
+        raise ConfigError(f"{name}: not a valid value (a section or list takes JSON): "
+                          f"{redact_url(str(os.environ.get(name, '')))!r}") from None
+
+
+ENV_PREFIX = "STREAM_GATE__"
+
+
+def check_environment() -> None:
+    """Every ``STREAM_GATE__SECTION[__KEY]`` variable names a real setting: a typo is an
+    error naming the variable, not a setting silently left at its default."""
+    for name in sorted(os.environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        field = Settings.model_fields.get(parts[0])
+        known = field is not None
+        section = field.annotation if field is not None else None
+        if known and len(parts) > 1 and isinstance(section, type) \
+                and issubclass(section, BaseModel):
+            known = parts[1] in section.model_fields and len(parts) == 2
+        if not known:
+            raise ConfigError(f"{name}: unknown setting (sections: "
+                              f"{', '.join(Settings.model_fields)}; see configs/default.toml)")
 
 
 def check_runnable(settings: Settings) -> None:

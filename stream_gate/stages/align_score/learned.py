@@ -100,6 +100,8 @@ class Manifest:
             )
         except FileNotFoundError:
             raise ModelError(f"quality model manifest not found: {path}") from None
+        except OSError as exc:  # a directory, no permission
+            raise ModelError(f"score.model: cannot read {path}: {exc.strerror}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{path}: bad quality model manifest: {exc!r}") from None
 
