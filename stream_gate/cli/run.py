@@ -25,6 +25,11 @@ from stream_gate.service.reload import ConfigReloader
 from stream_gate.stages.publish import DirectorySink, RedisSink, build_sinks
 
 log = get_logger("stream_gate.cli")
+_EARLY_HUP = threading.Event()  # a SIGHUP before the reloader is listening
+
+
+def _hup_while_starting(_signum: int, _frame: Any) -> None:
+    _EARLY_HUP.set()
 
 
 def apply_outputs(settings: Settings, args: argparse.Namespace) -> None:
@@ -44,7 +49,8 @@ def run_gate(settings: Settings, duration: float | None, collect: bool,
     observers: list[PipelineObserver] = []
     if settings.output.dump_scored is not None:
         observers.append(ScoredDump(DirectorySink(settings.output.dump_scored,
-                                                  settings.redis.jpeg_quality)))
+                                                  settings.redis.jpeg_quality,
+                                                  what="output.dump_scored")))
     metrics = Metrics() if serve_metrics and settings.metrics.port else None
     if metrics is not None:
         observers.append(metrics)
@@ -72,7 +78,8 @@ def run_gate(settings: Settings, duration: float | None, collect: bool,
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     if reload_from is not None:
-        pipeline.on_tick = ConfigReloader(reload_from, pipeline.apply).poll
+        pipeline.on_tick = ConfigReloader(reload_from, pipeline.apply,
+                                          requested=_EARLY_HUP.is_set()).poll
     return pipeline.run(duration), redis_sink
 
 
@@ -83,6 +90,8 @@ def _grace_exceeded(grace: float) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # SIGHUP ends a Python process by default: while models load, it is only noted.
+    signal.signal(signal.SIGHUP, _hup_while_starting)
     settings = load_settings(args.config)
     apply_outputs(settings, args)
     report, sink = run_gate(settings, args.duration, collect=False, serve_metrics=True,

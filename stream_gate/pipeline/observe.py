@@ -7,7 +7,6 @@ no-op body for each, so an observer defines only what it watches.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -156,9 +155,8 @@ class ScoredDump(PipelineObserver):
         self.sink.write_scored(candidate)
 
     def on_skipped(self, frame: Frame, face: TrackedFace, reason: str) -> None:
-        line = {"stream_id": frame.stream_id, "track_id": face.track_id,
-                "frame_index": frame.index, "ts_ms": frame.wall_ms, "reason": reason,
-                "det_score": round(face.score, 4),
-                "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in face.landmarks]}
-        with open(self.sink.root / self.GATED, "a") as fh:
-            fh.write(json.dumps(line) + "\n")
+        self.sink.append_line(self.GATED, {
+            "stream_id": frame.stream_id, "track_id": face.track_id,
+            "frame_index": frame.index, "ts_ms": frame.wall_ms, "reason": reason,
+            "det_score": round(face.score, 4),
+            "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in face.landmarks]})

@@ -24,11 +24,12 @@ class ConfigReloader:
     """Call :meth:`poll` often (from the processing thread); it applies changes."""
 
     def __init__(self, path: Path, apply: Callable[[Settings], None],
-                 check_every_s: float = 1.0) -> None:
+                 check_every_s: float = 1.0, requested: bool = False) -> None:
+        """``requested``: a SIGHUP came while the process was starting."""
         self.path = path
         self._apply = apply
         self._check_every = check_every_s
-        self._requested = False
+        self._requested = requested
         self._next_check = 0.0
         self._mtime = self._stat()
         signal.signal(signal.SIGHUP, self._on_sighup)

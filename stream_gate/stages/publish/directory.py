@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from stream_gate.errors import SinkError
+from stream_gate.log import get_logger
 from stream_gate.stages.publish.schema import (
     candidate_fields,
     crop_stem,
@@ -15,23 +16,59 @@ from stream_gate.stages.publish.schema import (
 )
 from stream_gate.types import Candidate, Emission, ImageBGR
 
+log = get_logger(__name__)
+
 
 class DirectorySink:
-    """One JPEG and one JSON per crop, same file stem; for debugging, demos, tuning."""
+    """One JPEG and one JSON per crop, same file stem; for debugging, demos, tuning.
 
-    def __init__(self, root: Path, jpeg_quality: int = 95) -> None:
+    A folder that cannot be written is a start-up error (``what`` names its key); a write
+    that fails later (a full disk) is logged once per spell and skipped: a debugging
+    output never stops the gate.
+    """
+
+    def __init__(self, root: Path, jpeg_quality: int = 95, what: str = "output.dir") -> None:
         try:
             root.mkdir(parents=True, exist_ok=True)
+            probe = root / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
         except OSError as exc:
-            raise SinkError(f"cannot create output directory {root}: {exc.strerror}") from None
+            raise SinkError(f"{what}: cannot write to {root}: {exc.strerror}") from None
         self.root = root
+        self.what = what
         self.jpeg_quality = jpeg_quality
         self.written = 0
+        self.failed = 0  # crops not written since the last success
 
     def write(self, stem: str, crop: ImageBGR, meta: dict[str, str]) -> None:
-        (self.root / f"{stem}.jpg").write_bytes(encode_jpeg(crop, self.jpeg_quality))
-        (self.root / f"{stem}.json").write_text(json.dumps(meta, indent=1) + "\n")
+        try:
+            (self.root / f"{stem}.jpg").write_bytes(encode_jpeg(crop, self.jpeg_quality))
+            (self.root / f"{stem}.json").write_text(json.dumps(meta, indent=1) + "\n")
+        except OSError as exc:
+            (self.root / f"{stem}.jpg").unlink(missing_ok=True)
+            if self.failed == 0:
+                log.error("directory_write_failed", key=self.what, dir=str(self.root),
+                          error=exc.strerror)
+            self.failed += 1
+            return
+        if self.failed:
+            log.info("directory_write_ok", key=self.what, dir=str(self.root),
+                     skipped=self.failed)
+            self.failed = 0
         self.written += 1
+
+    def append_line(self, name: str, record: dict[str, object]) -> None:
+        """One JSON line appended to ``name`` in the folder (skipped, like a crop, when
+        the disk refuses it)."""
+        try:
+            with open(self.root / name, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            if self.failed == 0:
+                log.error("directory_write_failed", key=self.what, dir=str(self.root),
+                          error=exc.strerror)
+            self.failed += 1
 
     def publish(self, emissions: Iterable[Emission]) -> None:
         for em in emissions:
