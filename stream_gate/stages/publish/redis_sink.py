@@ -74,10 +74,29 @@ class RedisSink:
         self._next_try = 0.0
         self.published = 0
         self.spool_error: str | None = None  # why the spool is not taking entries now
+        self.refused = 0  # entries Redis refused for themselves (not an outage)
+        self._refusals: set[str] = set()
         self._spool = Spool(cfg.spool_dir, cfg.spool_max_entries) if cfg.spool_dir else None
+        self._dead = Spool(cfg.spool_dir / "dead-letter", cfg.spool_max_entries) \
+            if cfg.spool_dir else None
+        self._check_key()
         if self._spool is not None and len(self._spool):
             log.info("spool_replay", entries=len(self._spool), spool=str(cfg.spool_dir))
             self._drain()
+
+    def _check_key(self) -> None:
+        """The stream key (when it names no ``{stream_id}``) must be a stream or free."""
+        if "{stream_id}" in self.cfg.key:
+            return
+        try:
+            kind = self.client.type(self.cfg.key)
+        except redis.RedisError as exc:
+            raise SinkError(f"Redis at {redact_url(self.url)}: cannot check redis.key: "
+                            f"{exc}") from None
+        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+        if kind not in ("stream", "none"):
+            raise SinkError(f"redis.key: {self.cfg.key!r} holds a {kind}, not a stream "
+                            "(choose another key, or delete it)")
 
     def key_for(self, stream_id: str) -> str:
         return self.cfg.key.replace("{stream_id}", stream_id)
@@ -96,29 +115,53 @@ class RedisSink:
         self._drain()
 
     def _send(self, entries: list[tuple[str, dict[str, str | bytes]]]) -> bool:
+        """True when Redis took every entry, or refused some for themselves (a key of
+        another type, say: those go to the dead-letter folder and the rest flows on);
+        False in an outage."""
         try:
             pipe = self.client.pipeline(transaction=False)
             for key, fields in entries:
                 pipe.xadd(key, fields, maxlen=self.cfg.maxlen, approximate=True)  # type: ignore[arg-type]
-            pipe.execute()
+            results = pipe.execute(raise_on_error=False)
+            if any(isinstance(r, redis.ConnectionError | redis.TimeoutError) for r in results):
+                raise next(r for r in results if isinstance(r, redis.RedisError))
         except redis.RedisError as exc:
             now = time.monotonic()
             if self._down_since is None:
                 self._down_since = now
                 self._retry_s = 0.0
                 log.error("redis_down", url=redact_url(self.url), error=str(exc),
-                          waiting=self.backlog + len(entries))
+                          waiting=self.backlog)
             # Retry with capped exponential backoff, so a dead Redis does not cost a
             # connect timeout on every batch.
             self._retry_s = min(max(2 * self._retry_s, 0.5), 10.0)
             self._next_try = now + self._retry_s
             return False
-        self.published += len(entries)
+        refused = [(entry, r) for entry, r in zip(entries, results, strict=True)
+                   if isinstance(r, redis.ResponseError)]
+        for entry, error in refused:
+            self._dead_letter(entry, str(error))
+        self.published += len(entries) - len(refused)
         if self._down_since is not None:
             log.info("redis_up", url=redact_url(self.url),
                      down_s=round(time.monotonic() - self._down_since, 1))
             self._down_since = None
         return True
+
+    def _dead_letter(self, entry: tuple[str, dict[str, str | bytes]], error: str) -> None:
+        """An entry Redis refused for itself: kept in the spool's dead-letter folder (or
+        dropped without a spool), logged once per distinct cause."""
+        key, fields = entry
+        self.refused += 1
+        if error not in self._refusals:
+            self._refusals.add(error)
+            log.error("redis_refused_entry", key=key, error=error,
+                      emit_id=fields.get("emit_id"), kept=self._dead is not None)
+        if self._dead is not None:
+            try:
+                self._dead.append(key, fields)
+            except OSError as exc:
+                log.error("dead_letter_failed", error=exc.strerror)
 
     def _to_spool(self, key: str, fields: dict[str, str | bytes]) -> bool:
         """One entry onto the disk spool; False (logged once per failure spell) when the
