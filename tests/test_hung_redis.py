@@ -72,3 +72,56 @@ def test_a_hung_redis_costs_no_analysed_frame(
     got = {f[b"emit_id"].decode() for _, f in redis.Redis(port=port).xrange(key)}
     assert got == {em.emit_id for em in pipeline.report.emissions}
     assert redis_sink.published >= len(got)
+
+
+@pytest.mark.redis
+def test_sigterm_with_redis_hung_keeps_the_flushed_crops_on_disk(
+        media: Callable[[str], Path], private_redis: tuple[int, list[subprocess.Popen[bytes]]],
+        tmp_path: Path) -> None:
+    """shutdown_grace_s (1.5 s) shorter than connect_timeout_s (3 s): the crops that the
+    shutdown's flush emits are on disk (the spool) when the grace runs out."""
+    from .conftest import spawn_cli
+
+    port, procs = private_redis
+    start_redis(port, procs, tmp_path, persist=True)
+    spool, out = tmp_path / "spool", tmp_path / "out"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"""
+[redis]
+url = "redis://127.0.0.1:{port}/0"
+connect_timeout_s = 3
+spool_dir = "{spool}"
+[decode]
+shutdown_grace_s = 1.5
+[metrics]
+port = 0
+[select]
+policy = "track_end"
+[[streams]]
+id = "cam"
+url = "loop://{media('liveportrait_d6.mp4')}"
+fps = 6
+""")
+    proc = spawn_cli("run", "--config", str(cfg), "--out", str(out))
+    try:
+        time.sleep(8.0)  # the face is tracked: its crops wait for the track's end
+        procs[0].send_signal(signal.SIGSTOP)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    finally:
+        hung = procs.pop()  # it never answers: what it had not read is gone with it
+        hung.kill()
+        hung.wait()
+    start_redis(port, procs, tmp_path, persist=True)  # what it had written is kept
+    import json
+
+    emitted = {json.loads(p.read_text())["emit_id"] for p in out.glob("*.json")}
+    assert emitted, "the shutdown flushed no crop"
+    on_disk = set()
+    for path in spool.glob("*.entry"):
+        blob = path.read_bytes()
+        n = int.from_bytes(blob[:4], "big")
+        on_disk.add(json.loads(blob[4:4 + n])["fields"]["emit_id"])
+    in_redis = {f[b"emit_id"].decode() for _, f in redis.Redis(port=port).xrange(
+        "stream_gate:crops")}
+    assert emitted <= on_disk | in_redis, (emitted, on_disk, in_redis)

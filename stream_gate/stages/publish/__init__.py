@@ -40,7 +40,8 @@ def build_sinks(settings: Settings) -> tuple[RedisSink, list[Sink]]:
     """The Redis sink (checked reachable now: a start-up error otherwise), and every sink
     in order: Redis (on its publisher thread), then the directory of ``output.dir``."""
     redis_sink = RedisSink(settings.redis)
-    sinks: list[Sink] = [Background(redis_sink)]
+    # Half the shutdown grace for the publisher, the rest to put what is left on disk.
+    sinks: list[Sink] = [Background(redis_sink, grace_s=settings.decode.shutdown_grace_s / 2)]
     if settings.output.dir is not None:
         sinks.append(DirectorySink(settings.output.dir, settings.redis.jpeg_quality))
     return redis_sink, sinks

@@ -30,15 +30,20 @@ class _Sink(Protocol):
 
     def publish(self, emissions: Iterable[Emission]) -> None: ...
 
+    def evacuate(self, emissions: Iterable[Emission]) -> None: ...
+
     def close(self) -> None: ...
 
 
 class Background:
     """``sink`` run by a publisher thread; the same interface as the sink."""
 
-    def __init__(self, sink: _Sink, limit: int = 10_000) -> None:
+    def __init__(self, sink: _Sink, limit: int = 10_000, grace_s: float = 5.0) -> None:
+        """``grace_s``: how long ``close`` waits for the thread before it puts what is
+        left onto the sink's spool itself (a hung Redis must not lose the last crops)."""
         self.sink = sink
         self.limit = limit
+        self.grace_s = grace_s
         self.dropped = 0
         self._queue: deque[Emission] = deque()
         self._cond = threading.Condition()
@@ -84,9 +89,18 @@ class Background:
                           error=redact_url(f"{type(exc).__name__}: {exc}"))
 
     def close(self) -> None:
-        """Send what was handed over, then close the sink."""
+        """Send what was handed over, then close the sink; when the thread is still stuck
+        in a call after ``grace_s`` (a hung Redis), what is left goes to the spool now."""
         with self._cond:
             self._closing = True
             self._cond.notify()
-        self._thread.join()
+        self._thread.join(self.grace_s)
+        if self._thread.is_alive():
+            with self._cond:
+                left = list(self._queue)
+                self._queue.clear()
+            log.warning("publisher_stuck_at_shutdown", waited_s=self.grace_s,
+                        handed_over=len(left))
+            self.sink.evacuate(left)
+            return
         self.sink.close()

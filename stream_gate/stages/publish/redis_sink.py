@@ -9,6 +9,7 @@ left by an earlier run is sent first at start-up. The key may contain ``{stream_
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -69,6 +70,7 @@ class RedisSink:
         self.url = url
         self.client = connect(cfg, url)
         self._backlog: deque[tuple[str, dict[str, str | bytes]]] = deque(maxlen=backlog_limit)
+        self._lock = threading.RLock()  # the backlog, for a shutdown beside the publisher
         self._down_since: float | None = None
         self._retry_s = 0.0
         self._next_try = 0.0
@@ -101,17 +103,22 @@ class RedisSink:
     def key_for(self, stream_id: str) -> str:
         return self.cfg.key.replace("{stream_id}", stream_id)
 
+    def _entry(self, em: Emission) -> tuple[str, dict[str, str | bytes]]:
+        fields: dict[str, str | bytes] = dict(entry_fields(em))
+        fields["crop"] = encode_jpeg(em.candidate.crop, self.cfg.jpeg_quality)
+        return self.key_for(em.candidate.stream_id), fields
+
     def publish(self, emissions: Iterable[Emission]) -> None:
-        for em in emissions:
-            fields: dict[str, str | bytes] = dict(entry_fields(em))
-            fields["crop"] = encode_jpeg(em.candidate.crop, self.cfg.jpeg_quality)
-            key = self.key_for(em.candidate.stream_id)
-            if self._spool is not None and len(self._spool) and not self._backlog \
-                    and self._to_spool(key, fields):
-                continue  # behind the older entries on disk
-            if len(self._backlog) == self._backlog.maxlen:
-                log.error("redis_backlog_full", dropped_emit_id=self._backlog[0][1]["emit_id"])
-            self._backlog.append((key, fields))
+        entries = [self._entry(em) for em in emissions]
+        with self._lock:
+            for key, fields in entries:
+                if self._spool is not None and len(self._spool) and not self._backlog \
+                        and self._to_spool(key, fields):
+                    continue  # behind the older entries on disk
+                if len(self._backlog) == self._backlog.maxlen:
+                    log.error("redis_backlog_full",
+                              dropped_emit_id=self._backlog[0][1]["emit_id"])
+                self._backlog.append((key, fields))
         self._drain()
 
     def _send(self, entries: list[tuple[str, dict[str, str | bytes]]]) -> bool:
@@ -184,9 +191,22 @@ class RedisSink:
     def _spill(self) -> None:
         """During an outage, move waiting entries to the disk spool (if any), in order,
         as far as the disk takes them."""
-        if self._spool is not None:
-            while self._backlog and self._to_spool(*self._backlog[0]):
+        with self._lock:
+            while self._spool is not None and self._backlog \
+                    and self._to_spool(*self._backlog[0]):
                 self._backlog.popleft()
+
+    def evacuate(self, emissions: Iterable[Emission]) -> None:
+        """Shutdown with Redis hung: what waits in memory, then ``emissions``, onto the
+        spool now, whatever the thread sending to Redis is doing (at least once: an entry
+        that thread gets through too is sent again at the next start)."""
+        with self._lock:
+            for em in emissions:
+                self._backlog.append(self._entry(em))
+            self._spill()
+            if self._backlog:
+                log.error("redis_unsent_lost", entries=len(self._backlog),
+                          hint="set redis.spool_dir to keep unsent entries across restarts")
 
     def _drain(self) -> None:
         if self._down_since is not None and time.monotonic() < self._next_try:
@@ -216,6 +236,7 @@ class RedisSink:
         return self._down_since is not None
 
     def close(self) -> None:
+        self._spill()  # on disk first: a hung Redis may outlast the shutdown grace
         self._next_try = 0.0  # one last try, whatever the backoff says
         self._drain()
         if self._backlog:

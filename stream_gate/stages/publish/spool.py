@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 from pathlib import Path
 
 from stream_gate.errors import SinkError
@@ -34,6 +35,7 @@ class Spool:
         self.root = root
         self.max_entries = max_entries
         self.dropped = 0
+        self.lock = threading.RLock()  # the publisher thread and a shutdown may both write
         fragments = sorted(root.glob("*.tmp"))  # a crash or a full disk mid-write
         for frag in fragments:
             frag.unlink(missing_ok=True)
@@ -48,6 +50,10 @@ class Spool:
     def append(self, key: str, fields: dict[str, str | bytes]) -> None:
         """Keep one entry, after the others; raises OSError (disk full, read-only) with
         nothing written."""
+        with self.lock:
+            self._append(key, fields)
+
+    def _append(self, key: str, fields: dict[str, str | bytes]) -> None:
         crop = fields.get("crop", b"")
         text = {k: v for k, v in fields.items() if k != "crop" and isinstance(v, str)}
         header = json.dumps({"key": key, "fields": text}).encode()
@@ -86,6 +92,10 @@ class Spool:
 
     def remove(self, paths: list[Path]) -> None:
         """Forget entries that were sent (they are the oldest ones)."""
+        with self.lock:
+            self._remove(paths)
+
+    def _remove(self, paths: list[Path]) -> None:
         for p in paths:
             p.unlink(missing_ok=True)
         gone = set(paths)
