@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream_gate.cli.run import apply_outputs, run_gate
+from stream_gate.cli.run import apply_outputs, finished, run_gate
 from stream_gate.config import load_settings
 from stream_gate.demo import render_sample_clip
 from stream_gate.pipeline.observe import RunReport
@@ -61,7 +61,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"review page: {page}")
         if kept is not None:
             print(f"crops and metadata: {kept}")
-    return 0
+    return finished(report, sink)
 
 
 def track_table(report: RunReport) -> str:

@@ -55,15 +55,20 @@ def run_gate(settings: Settings, duration: float | None, collect: bool,
     if metrics is not None:
         observers.append(metrics)
     redis_sink, sinks = build_sinks(settings)
-    pipeline = build_pipeline(settings, sinks, observers, collect=collect)
-    if metrics is not None:
-        try:
-            server = metrics.serve(settings.metrics.host, settings.metrics.port)
-        except OSError as exc:
-            raise ConfigError(f"metrics.port: cannot listen on {settings.metrics.host}:"
-                              f"{settings.metrics.port}: {exc.strerror}") from None
-        log.info("metrics_listening", url=f"http://{settings.metrics.host}:"
-                 f"{server.server_port}/metrics")
+    try:
+        pipeline = build_pipeline(settings, sinks, observers, collect=collect)
+        if metrics is not None:
+            try:
+                server = metrics.serve(settings.metrics.host, settings.metrics.port)
+            except OSError as exc:
+                raise ConfigError(f"metrics.port: cannot listen on {settings.metrics.host}:"
+                                  f"{settings.metrics.port}: {exc.strerror}") from None
+            log.info("metrics_listening", url=f"http://{settings.metrics.host}:"
+                     f"{server.server_port}/metrics")
+    except BaseException:  # a model that does not load: no embedded redis-server left over
+        for sink in sinks:
+            sink.close()
+        raise
 
     def stop(signum: int, _frame: Any) -> None:
         if pipeline.stop_event.is_set():
@@ -96,7 +101,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     apply_outputs(settings, args)
     report, sink = run_gate(settings, args.duration, collect=False, serve_metrics=True,
                             reload_from=args.config)
+    return finished(report, sink)
+
+
+def finished(report: RunReport, sink: RedisSink) -> int:
+    """Log the run's end; the exit status: 1 when a stream failed or crops were lost."""
     failed = {sid: s["error"] for sid, s in report.streams.items() if s["state"] == "failed"}
     log.info("finished", frames=report.frames, faces=report.faces, emitted=report.emitted,
-             published=sink.published, wall_s=round(report.wall_s, 2), failed=failed or None)
-    return 1 if failed else 0
+             published=sink.published, lost=sink.lost, wall_s=round(report.wall_s, 2),
+             failed=failed or None)
+    return 1 if failed or sink.lost else 0

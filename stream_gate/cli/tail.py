@@ -11,7 +11,7 @@ import redis
 from stream_gate.config import load_settings
 from stream_gate.errors import ConfigError, SinkError
 from stream_gate.log import redact_url
-from stream_gate.stages.publish.redis_sink import connect
+from stream_gate.stages.publish.connect import connect
 from stream_gate.stages.publish.schema import crop_stem
 
 

@@ -52,12 +52,16 @@ class Pipeline:
     def _announce(self) -> None:
         readers = {sid: st.reader for sid, st in self.streams.items()}
         for ob in self.observers:
-            ob.on_streams(readers, self.ready)
+            ob.on_streams(readers, self.ready, self.backlog)
 
     def ready(self) -> bool:
         """A stream is live and no sink is in an outage."""
         live = any(st.reader.state == "live" for st in self.streams.values())
         return live and not any(s.down for s in self.sinks)
+
+    def backlog(self) -> int:
+        """Entries the sinks hold, waiting for Redis."""
+        return sum(s.backlog for s in self.sinks)
 
     def check_sources(self) -> None:
         """Fail fast on missing or unreadable video files (raises SourceError)."""
@@ -180,9 +184,8 @@ class Pipeline:
         for sink in self.sinks:
             sink.publish(emissions)
         self._stage({"publish": time.perf_counter() - t})
-        backlog = sum(s.backlog for s in self.sinks)
         for ob in self.observers:
-            ob.on_published(emissions, backlog)
+            ob.on_published(emissions)
         for em in emissions:
             log.info("emitted", stream_id=em.candidate.stream_id, track_id=em.candidate.track_id,
                      reason=em.reason, rank=em.rank, quality=round(em.candidate.quality, 1))

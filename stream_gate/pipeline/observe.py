@@ -21,8 +21,10 @@ STAGES = ("decode", "detect", "refine", "track", "align", "score", "select", "pu
 class PipelineObserver:
     """Hooks of the loop, in the order they come within one batch."""
 
-    def on_streams(self, readers: Mapping[str, Reader], ready: Callable[[], bool]) -> None:
-        """The set of streams changed (start, hot reload); ``ready`` is the loop's."""
+    def on_streams(self, readers: Mapping[str, Reader], ready: Callable[[], bool],
+                   backlog: Callable[[], int]) -> None:
+        """The set of streams changed (start, hot reload); ``ready``: a stream is live and
+        no sink is down; ``backlog``: the entries the sinks hold now."""
 
     def on_loop(self) -> None:
         """One turn of the loop (a batch or an idle wait)."""
@@ -39,8 +41,8 @@ class PipelineObserver:
     def on_scored(self, candidate: Candidate) -> None:
         """A face aligned and scored."""
 
-    def on_published(self, emissions: Sequence[Emission], backlog: int) -> None:
-        """Emissions handed to the sinks; ``backlog``: entries the sinks still hold."""
+    def on_published(self, emissions: Sequence[Emission]) -> None:
+        """Emissions handed to the sinks."""
 
     def on_batch_done(self, frames: Sequence[Frame], wide: int) -> None:
         """A batch is through (``wide``: how many of its frames were detected whole)."""
@@ -108,7 +110,7 @@ class RunReport(PipelineObserver):
             summ.scored += 1
             summ.best_quality = max(summ.best_quality, candidate.quality)
 
-    def on_published(self, emissions: Sequence[Emission], backlog: int) -> None:
+    def on_published(self, emissions: Sequence[Emission]) -> None:
         self.emitted += len(emissions)
         if self.collect:
             for em in emissions:

@@ -35,6 +35,16 @@ class ImageResult:
         return out
 
 
+def truncated_jpeg(path: Path) -> bool:
+    """A JPEG whose end-of-image marker is missing: OpenCV fills the lost part with grey
+    and would score it as a face."""
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\xff\xd8":
+            return False  # not a JPEG
+        fh.seek(max(0, path.stat().st_size - 64))
+        return b"\xff\xd9" not in fh.read()
+
+
 def expand_paths(paths: list[Path]) -> list[Path]:
     """Image files named directly, plus the images inside named folders (sorted)."""
     out: list[Path] = []
@@ -61,6 +71,8 @@ class StillScorer:
         if image is None:
             reason = "file not found" if not path.exists() else "not a readable image"
             return ImageResult(str(path), error=reason)
+        if truncated_jpeg(path):
+            return ImageResult(str(path), error="truncated JPEG (its end is missing)")
         batch = self.batcher.pack([Frame(stream_id="still", index=0, pts=None, t=0.0,
                                          wall_ms=0, image=image)])
         dets = self.detector.detect(batch)[0]

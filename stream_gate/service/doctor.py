@@ -20,7 +20,7 @@ from stream_gate.runtime.ort import cpu_has_vnni
 from stream_gate.stages.align_score import build_align_score
 from stream_gate.stages.decode import Source, hwaccel_error, nominal_rate, open_source
 from stream_gate.stages.detect import FaceDetector
-from stream_gate.stages.publish.redis_sink import connect
+from stream_gate.stages.publish.connect import connect
 from stream_gate.stages.publish.spool import Spool
 
 

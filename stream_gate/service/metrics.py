@@ -83,9 +83,11 @@ class Metrics(PipelineObserver):
         self._ready: Callable[[], bool] = lambda: False
         r.register(_ReaderCollector(lambda: self._readers))
 
-    def on_streams(self, readers: Mapping[str, Reader], ready: Callable[[], bool]) -> None:
+    def on_streams(self, readers: Mapping[str, Reader], ready: Callable[[], bool],
+                   backlog: Callable[[], int]) -> None:
         self._readers = readers
         self._ready = ready
+        self.backlog.set_function(backlog)  # read when scraped
 
     def on_loop(self) -> None:
         self.last_loop = time.monotonic()
@@ -102,8 +104,7 @@ class Metrics(PipelineObserver):
     def on_scored(self, candidate: Candidate) -> None:
         self.scored.labels(candidate.stream_id).inc()
 
-    def on_published(self, emissions: Sequence[Emission], backlog: int) -> None:
-        self.backlog.set(backlog)
+    def on_published(self, emissions: Sequence[Emission]) -> None:
         for em in emissions:
             self.emitted.labels(em.candidate.stream_id, em.reason).inc()
             self.quality.observe(em.candidate.quality)

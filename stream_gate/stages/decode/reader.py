@@ -164,7 +164,8 @@ class StreamReader(threading.Thread):
     def _set_state(self, state: str, **kw: Any) -> None:
         if state != self.state:
             self.state = state
-            log.info("stream_state", stream_id=self.source.stream_id, state=state, **kw)
+            level = {"failed": log.error, "reconnecting": log.warning}.get(state, log.info)
+            level("stream_state", stream_id=self.source.stream_id, state=state, **kw)
 
     def run(self) -> None:
         try:
@@ -202,7 +203,11 @@ class StreamReader(threading.Thread):
                 self._set_state("reconnecting", error=msg, retry_in_s=round(backoff, 2))
             else:
                 if self.source.kind == "file":
-                    self._set_state("ended")
+                    if self.corrupt_packets:  # a truncated or damaged file: say so
+                        self._set_state("ended", corrupt_packets=self.corrupt_packets,
+                                        warning="the file has damaged or missing data")
+                    else:
+                        self._set_state("ended")
                     return
                 if self.source.kind == "loop":
                     continue

@@ -22,6 +22,8 @@ IDLE_RETRY_S = 1.0
 
 
 class _Sink(Protocol):
+    lost: int  # entries that reached neither Redis nor the spool
+
     @property
     def down(self) -> bool: ...
 
@@ -67,6 +69,7 @@ class Background:
                 if len(self._queue) >= self.limit:
                     lost = self._queue.popleft()
                     self.dropped += 1
+                    self.sink.lost += 1
                     if self.dropped == 1 or self.dropped % 1000 == 0:
                         log.error("publish_backlog_full", dropped=self.dropped,
                                   dropped_emit_id=lost.emit_id)

