@@ -230,14 +230,37 @@ def test_a_file_whose_frames_all_say_time_zero_is_still_sampled_at_its_rate(
 def test_media_time_after_a_camera_gap_follows_the_wall_clock() -> None:
     """A reconnected camera restarts its timestamps: its media time resumes as far after
     the last frame as the camera was away (a file's next loop: one period after)."""
-    from stream_gate.stages.decode.reader import _Clock
+    from stream_gate.stages.decode.clock import Clock
 
-    clock = _Clock()
+    clock = Clock()
     last = [clock.stamp(k * 0.2, 0.2) for k in range(5)][-1]
     clock.restart(gap_s=6.0)  # the camera was silent for 6 s
     assert clock.stamp(0.0, 0.2) == pytest.approx(last + 6.0)
     assert clock.stamp(0.2, 0.2) == pytest.approx(last + 6.2)
-    looped = _Clock()
+    looped = Clock()
     end = [looped.stamp(k * 0.2, 0.2) for k in range(5)][-1]
     looped.restart()  # a file played again: no gap
     assert looped.stamp(0.0, 0.2) == pytest.approx(end + 0.2)
+
+
+def test_a_truncated_recording_and_a_failed_stream_are_logged_as_such(
+        media: Callable[[str], Path], tmp_path: Path) -> None:
+    """A file that stops before the duration its header declares ends with a warning;
+    a stream that fails for good is logged at error level, not info."""
+    from structlog.testing import capture_logs
+
+    whole = media("intel_asl_again.mkv").read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole[: int(len(whole) * 0.6)])
+    missing = tmp_path / "gone.mp4"
+    with capture_logs() as logs:
+        for path in (cut, missing):
+            reader = StreamReader(Source.parse(path.stem, str(path), 25), DecodeConfig(),
+                                  threading.Event())
+            reader.start()
+            drain(reader, timeout=30)
+            reader.join(10)
+    ended = next(e for e in logs if e.get("stream_id") == "cut" and e["state"] == "ended")
+    assert ended["log_level"] == "warning" and ended["declared_s"] > ended["ended_at_s"] + 1
+    failed = next(e for e in logs if e.get("stream_id") == "gone" and e["state"] == "failed")
+    assert failed["log_level"] == "error"

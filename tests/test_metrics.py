@@ -68,7 +68,7 @@ fps = 6
                        "stream_gate_emitted_quality_bucket",
                        'stream_gate_stage_seconds_bucket{le="0.1",stage="detect"}',
                        "stream_gate_frame_to_publish_seconds_count",
-                       "stream_gate_publish_backlog 0.0"):
+                       "stream_gate_publish_backlog 0.0", "stream_gate_spool_failing 0.0"):
             assert series in text, series
         assert _get(base + "/healthz") == (200, "ok\n")
         assert _get(base + "/readyz") == (200, "ok\n")

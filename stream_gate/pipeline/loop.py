@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from stream_gate.config import Settings
 from stream_gate.log import get_logger
-from stream_gate.pipeline.observe import PipelineObserver, RunReport
+from stream_gate.pipeline.observe import Health, PipelineObserver, RunReport
 from stream_gate.pipeline.streams import Streams, StreamState
 from stream_gate.stages.align_score import AlignScore
 from stream_gate.stages.batch import Batcher
@@ -52,7 +52,7 @@ class Pipeline:
     def _announce(self) -> None:
         readers = {sid: st.reader for sid, st in self.streams.items()}
         for ob in self.observers:
-            ob.on_streams(readers, self.ready, self.backlog)
+            ob.on_streams(readers, Health(self.ready, self.backlog, self.spool_failing))
 
     def ready(self) -> bool:
         """A stream is live and no sink is in an outage."""
@@ -62,6 +62,10 @@ class Pipeline:
     def backlog(self) -> int:
         """Entries the sinks hold, waiting for Redis."""
         return sum(s.backlog for s in self.sinks)
+
+    def spool_failing(self) -> bool:
+        """A sink's disk spool refuses writes (entries wait in memory meanwhile)."""
+        return any(s.spool_error is not None for s in self.sinks)
 
     def check_sources(self) -> None:
         """Fail fast on missing or unreadable video files (raises SourceError)."""

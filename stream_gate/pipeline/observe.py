@@ -18,13 +18,22 @@ from stream_gate.types import Candidate, Emission, Frame, TrackedFace, TrackStep
 STAGES = ("decode", "detect", "refine", "track", "align", "score", "select", "publish")
 
 
+@dataclass(frozen=True, slots=True)
+class Health:
+    """The loop's state, read when asked: ``ready`` (a stream is live, no sink is down),
+    ``backlog`` (entries the sinks hold), ``spool_failing`` (a spool refuses writes)."""
+
+    ready: Callable[[], bool]
+    backlog: Callable[[], int]
+    spool_failing: Callable[[], bool]
+
+
 class PipelineObserver:
     """Hooks of the loop, in the order they come within one batch."""
 
-    def on_streams(self, readers: Mapping[str, Reader], ready: Callable[[], bool],
-                   backlog: Callable[[], int]) -> None:
-        """The set of streams changed (start, hot reload); ``ready``: a stream is live and
-        no sink is down; ``backlog``: the entries the sinks hold now."""
+    def on_streams(self, readers: Mapping[str, Reader], health: Health) -> None:
+        """The set of streams changed (start, hot reload); ``health`` reads the loop's
+        state when asked."""
 
     def on_loop(self) -> None:
         """One turn of the loop (a batch or an idle wait)."""

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from stream_gate.pipeline.observe import PipelineObserver
+from stream_gate.pipeline.observe import Health, PipelineObserver
 from stream_gate.stages.decode import Reader
 from stream_gate.types import Candidate, Emission, Frame, TrackStep
 
@@ -78,16 +78,19 @@ class Metrics(PipelineObserver):
                                  buckets=_LATENCY_BUCKETS, registry=r)
         self.backlog = Gauge("stream_gate_publish_backlog",
                              "Entries waiting for Redis (outage backlog)", registry=r)
+        self.spool_failing = Gauge("stream_gate_spool_failing",
+                                   "1 while the disk spool refuses writes (entries wait in "
+                                   "memory)", registry=r)
         self.last_loop = time.monotonic()
         self._readers: Mapping[str, Reader] = {}
         self._ready: Callable[[], bool] = lambda: False
         r.register(_ReaderCollector(lambda: self._readers))
 
-    def on_streams(self, readers: Mapping[str, Reader], ready: Callable[[], bool],
-                   backlog: Callable[[], int]) -> None:
+    def on_streams(self, readers: Mapping[str, Reader], health: Health) -> None:
         self._readers = readers
-        self._ready = ready
-        self.backlog.set_function(backlog)  # read when scraped
+        self._ready = health.ready
+        self.backlog.set_function(health.backlog)  # read when scraped
+        self.spool_failing.set_function(lambda: float(health.spool_failing()))
 
     def on_loop(self) -> None:
         self.last_loop = time.monotonic()

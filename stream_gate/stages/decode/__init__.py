@@ -2,7 +2,8 @@
 
 One backend today (PyAV, optionally with NVDEC through FFmpeg): source.py says what a URL
 means and opens it; reader.py is the per-stream thread (reconnect with backoff, stall
-watchdog, sampling to the configured rate, drop-oldest for live sources).
+watchdog, sampling to the configured rate, drop-oldest for live sources); clock.py is
+media time across loops and reconnects, and the sampler.
 
 May import: config, errors, log, types (no other stage).
 """

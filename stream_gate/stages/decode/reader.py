@@ -22,6 +22,7 @@ import numpy as np
 
 from stream_gate.config import DecodeConfig
 from stream_gate.log import get_logger, redact_url
+from stream_gate.stages.decode.clock import Clock, Sampler
 from stream_gate.stages.decode.source import Source, nominal_rate, open_source
 from stream_gate.types import Frame
 
@@ -77,64 +78,6 @@ class FrameQueue:
             return len(self._items)
 
 
-class _Clock:
-    """Media time that never goes back, across file loops and camera reconnects.
-
-    Frames without a timestamp, or repeating the last one (broken muxers and cameras
-    stamp every frame 0), are placed one frame period after the previous frame. After a
-    camera's reconnect, media time resumes as far after the last frame as the wall clock
-    moved meanwhile (a person who left during the outage is not "still there" in media
-    time); a file's next loop follows its last frame by one period.
-    """
-
-    def __init__(self) -> None:
-        self._base = 0.0
-        self._last = -1.0
-        self._last_raw: float | None = None
-        self._period = 0.04
-        self._gap = 0.0  # seconds the next segment starts after the last frame, at least
-
-    def stamp(self, raw: float | None, period: float) -> float:
-        if period > 0:
-            self._period = period
-        if raw is None:
-            t = self._last + self._period if self._last >= 0 else 0.0
-        elif raw == self._last_raw:  # a stuck timestamp: one period on, and rebase
-            t = self._last + self._period
-            self._base = t - raw
-        else:
-            if self._last_raw is None:
-                step = max(self._period, self._gap)
-                self._base = -raw if self._last < 0 else self._last + step - raw
-                self._gap = 0.0
-            elif raw < self._last_raw:  # loop restart or camera reset
-                self._base = self._last + self._period - raw
-            self._last_raw = raw
-            t = raw + self._base
-        self._last = t
-        return t
-
-    def restart(self, gap_s: float = 0.0) -> None:
-        """The next raw time starts a new segment (a reopened file or camera), at least
-        ``gap_s`` after the last frame (a camera's time without a frame)."""
-        self._last_raw = None
-        self._gap = gap_s
-
-
-class _Sampler:
-    """Keeps frames at most every 1/fps seconds of media time."""
-
-    def __init__(self, fps: float) -> None:
-        self._period = 1.0 / fps
-        self._next = 0.0
-
-    def keep(self, t: float) -> bool:
-        if t + 1e-6 < self._next:
-            return False
-        self._next = max(self._next + self._period, t + self._period * 0.5)
-        return True
-
-
 class StreamReader(threading.Thread):
     """Decodes one source into a FrameQueue until the source ends or ``stop`` is set."""
 
@@ -153,18 +96,22 @@ class StreamReader(threading.Thread):
         self.error: str | None = None  # why the stream failed for good
         self.last_error: str | None = None  # the latest reason for a reconnect
         self.decode_s = 0.0
-        self._clock = _Clock()
-        self._sampler = _Sampler(source.fps)
+        self._clock = Clock()
+        self._sampler = Sampler(source.fps)
         self._pace_start: float | None = None  # wall time of media time 0, for loop://
         self._opened_at = 0.0  # when the current connection was opened
         self._got_frame = False  # whether it has delivered a frame yet
         self._last_frame: float | None = None  # monotonic time of the last frame decoded
         self._last_wall_ms = 0  # wall-clock stamps never go back within a stream
+        self._duration: float | None = None  # what the file's header declares, seconds
+        self._last_time: float | None = None  # the last decoded frame's own time
 
     def _set_state(self, state: str, **kw: Any) -> None:
         if state != self.state:
             self.state = state
             level = {"failed": log.error, "reconnecting": log.warning}.get(state, log.info)
+            if "warning" in kw:
+                level = log.warning
             level("stream_state", stream_id=self.source.stream_id, state=state, **kw)
 
     def run(self) -> None:
@@ -203,11 +150,7 @@ class StreamReader(threading.Thread):
                 self._set_state("reconnecting", error=msg, retry_in_s=round(backoff, 2))
             else:
                 if self.source.kind == "file":
-                    if self.corrupt_packets:  # a truncated or damaged file: say so
-                        self._set_state("ended", corrupt_packets=self.corrupt_packets,
-                                        warning="the file has damaged or missing data")
-                    else:
-                        self._set_state("ended")
+                    self._set_state("ended", **self._damage())
                     return
                 if self.source.kind == "loop":
                     continue
@@ -238,6 +181,7 @@ class StreamReader(threading.Thread):
             live_gap = (time.monotonic() - self._last_frame
                         if self.source.kind == "live" and self._last_frame is not None else 0.0)
             self._clock.restart(live_gap)
+            self._duration = container.duration / 1e6 if container.duration else None
             self._set_state("live")
             last_frame = time.monotonic()
             for packet in container.demux(stream):
@@ -280,6 +224,7 @@ class StreamReader(threading.Thread):
         self._pace(t)
         self._got_frame = True
         self._last_frame = time.monotonic()
+        self._last_time = vf.time
         if not self._sampler.keep(t):
             return
         t0 = time.perf_counter()
@@ -294,6 +239,19 @@ class StreamReader(threading.Thread):
             wall_ms=self._wall_ms(),
             image=image,
         )
+
+    def _damage(self) -> dict[str, Any]:
+        """What to say about a file that ended: damaged packets, or an end before the
+        duration its header declares (a truncated recording)."""
+        said: dict[str, Any] = {}
+        if self.corrupt_packets:
+            said["corrupt_packets"] = self.corrupt_packets
+        end, declared = self._last_time, self._duration
+        if end is not None and declared is not None and end < declared - 0.5:
+            said["ended_at_s"], said["declared_s"] = round(end, 2), round(declared, 2)
+        if said:
+            said["warning"] = "the file is damaged or truncated"
+        return said
 
     def _wall_ms(self) -> int:
         """Now, in ms since the epoch, never before the stream's previous frame (a clock

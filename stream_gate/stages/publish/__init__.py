@@ -23,10 +23,14 @@ __all__ = ["DirectorySink", "RedisSink", "Sink", "build_sinks"]
 
 
 class Sink(Protocol):
-    """Where emissions go. ``down``: in an outage now; ``backlog``: entries waiting."""
+    """Where emissions go. ``down``: in an outage now; ``backlog``: entries waiting;
+    ``spool_error``: why the disk spool refuses writes now (None: it does not)."""
 
     @property
     def down(self) -> bool: ...
+
+    @property
+    def spool_error(self) -> str | None: ...
 
     @property
     def backlog(self) -> int: ...

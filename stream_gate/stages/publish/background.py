@@ -23,6 +23,7 @@ IDLE_RETRY_S = 1.0
 
 class _Sink(Protocol):
     lost: int  # entries that reached neither Redis nor the spool
+    spool_error: str | None
 
     @property
     def down(self) -> bool: ...
@@ -56,6 +57,10 @@ class Background:
     @property
     def down(self) -> bool:
         return self.sink.down
+
+    @property
+    def spool_error(self) -> str | None:
+        return self.sink.spool_error
 
     @property
     def backlog(self) -> int:

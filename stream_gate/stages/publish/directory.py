@@ -80,8 +80,9 @@ class DirectorySink:
         self.write(crop_stem(c.stream_id, c.track_id, f"f{c.frame_index:08d}"), c.crop,
                    candidate_fields(c))
 
-    down = False  # a directory has no outage: a full disk raises at write
+    down = False  # a directory has no outage: a failed write is logged and skipped
     backlog = 0
+    spool_error = None
 
     def close(self) -> None:
         pass
