@@ -109,3 +109,29 @@ def test_a_truncated_jpeg_is_refused_not_scored(lfw_image: Callable[..., Path],
     assert '"error": "truncated JPEG' in res.stdout and '"quality"' in res.stdout
 
 
+
+
+def test_demo_exits_1_when_its_stream_failed(media: Callable[[str], Path],
+                                             tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[decode]\nmax_pixels = 4096\n")  # the clip is larger: refused at run time
+    res = run_cli("demo", "--source", str(media("intel_face-demographics-walking.mp4")),
+                  "--config", str(cfg), "--sheet", str(tmp_path / "s.png"), timeout=120)
+    assert res.returncode == 1, res.stderr
+    assert "above decode.max_pixels" in res.stderr
+
+
+@pytest.mark.redis
+def test_redis_down_counts_each_waiting_entry_once(
+        private_redis: tuple[int, list[subprocess.Popen[bytes]]], tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    port, procs = private_redis
+    start_redis(port, procs, tmp_path)
+    sink = RedisSink(RedisConfig(url=f"redis://127.0.0.1:{port}/0", connect_timeout_s=0.5))
+    procs[0].kill()
+    procs[0].wait()
+    with capture_logs() as logs:
+        sink.publish([emission(0), emission(1)])
+    down = next(e for e in logs if e["event"] == "redis_down")
+    assert down["waiting"] == 2 == sink.backlog
