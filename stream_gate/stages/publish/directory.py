@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from stream_gate.errors import SinkError
 from stream_gate.log import get_logger
 from stream_gate.stages.publish.schema import (
     candidate_fields,
@@ -14,6 +13,7 @@ from stream_gate.stages.publish.schema import (
     encode_jpeg,
     entry_fields,
 )
+from stream_gate.stages.publish.spool import ensure_writable
 from stream_gate.types import Candidate, Emission, ImageBGR
 
 log = get_logger(__name__)
@@ -28,13 +28,7 @@ class DirectorySink:
     """
 
     def __init__(self, root: Path, jpeg_quality: int = 95, what: str = "output.dir") -> None:
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            probe = root / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise SinkError(f"{what}: cannot write to {root}: {exc.strerror}") from None
+        ensure_writable(root, what)
         self.root = root
         self.what = what
         self.jpeg_quality = jpeg_quality

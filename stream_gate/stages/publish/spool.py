@@ -23,15 +23,21 @@ Entry = tuple[str, dict[str, str | bytes]]
 _SUFFIX = ".entry"
 
 
+def ensure_writable(root: Path, what: str) -> None:
+    """Create ``root`` and check a file can be written there; a SinkError naming the
+    config key ``what`` otherwise (a start-up error, not a crash at the first crop)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SinkError(f"{what}: cannot write to {root}: {exc.strerror}") from None
+
+
 class Spool:
-    def __init__(self, root: Path, max_entries: int) -> None:
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            probe = root / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise SinkError(f"spool directory {root} is not writable: {exc.strerror}") from None
+    def __init__(self, root: Path, max_entries: int, what: str = "redis.spool_dir") -> None:
+        ensure_writable(root, what)
         self.root = root
         self.max_entries = max_entries
         self.dropped = 0
