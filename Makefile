@@ -7,13 +7,13 @@ PYTEST_ARGS ?=
 
 .PHONY: setup system-deps demo test lint lock clean
 
-# Every package comes from requirements.lock (pinned, with hashes), the project itself
+# Every package comes from requirements.txt (pinned, with hashes), the project itself
 # without build isolation, so nothing is resolved from what the index serves that day.
 # `make lock` re-resolves it (then run the tests before committing the new lock).
-$(VENV)/.installed: pyproject.toml requirements.lock
+$(VENV)/.installed: pyproject.toml requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
-		-r requirements.lock
+		-r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
 		-e .
 	touch $@
@@ -34,7 +34,7 @@ lint: setup
 lock: setup
 	$(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 		--extra dev --extra train --no-emit-index-url --no-emit-find-links \
-		-o requirements.lock pyproject.toml
+		-o requirements.txt pyproject.toml
 
 # pytest exits 5 when it collects no test; that is not a failure of the project.
 test: system-deps setup lint

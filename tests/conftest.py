@@ -125,8 +125,12 @@ def start_redis(port: int, procs: list[subprocess.Popen[bytes]], tmp: Path,
          *aof, "--dir", str(tmp)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     ))
-    client = redis.Redis(port=port)
-    for _ in range(100):
+    wait_answers(redis.Redis(port=port))
+
+
+def wait_answers(client: redis.Redis, seconds: float = 5.0) -> None:
+    """Wait until a just-started redis-server answers ``client``."""
+    for _ in range(int(seconds / 0.05)):
         try:
             client.ping()
             return

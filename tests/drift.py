@@ -3,7 +3,7 @@
 The detector's faces (both precisions) on LFW photos and 1080p crowd frames, the quality
 model's scores of the aligned crops, and a photo blurred and JPEG-compressed step by step
 (OpenCV's blur, JPEG codec, resize and warp all take part). ``tests/data/
-library_drift.json`` holds these figures as measured with requirements.lock;
+library_drift.json`` holds these figures as measured with requirements.txt;
 test_library_drift.py fails when an upgrade moves them beyond the tolerances below.
 
     .venv/bin/python -m tests.drift write      # re-measure after `make lock`, on purpose

@@ -1,5 +1,5 @@
 """A library upgrade (OpenCV, onnxruntime, numpy, ...) must not move our faces or scores
-unnoticed: the figures of tests/drift.py, measured with requirements.lock, hold."""
+unnoticed: the figures of tests/drift.py, measured with requirements.txt, hold."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from stream_gate.config import RedisConfig, load_settings
 from stream_gate.errors import SinkError
 from stream_gate.stages.publish import RedisSink
 
-from .conftest import free_port, run_cli
+from .conftest import free_port, run_cli, wait_answers
 from .test_publish import emission
 
 PASSWORD = "s3cret-Pw-1"  # the default user's
@@ -45,14 +45,7 @@ class Server:
              "+@all", "--save", "", "--appendonly", "yes", "--appendfsync", "always",
              "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, password=PASSWORD)
-        for _ in range(100):
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
+        wait_answers(redis.Redis(port=self.port, password=PASSWORD))
 
     def stop(self) -> None:
         if self.proc is not None:
