@@ -42,22 +42,30 @@ def _no_bool_for_numbers(model: type[BaseModel], name: str | None, value: Any) -
     """``true``/``false`` where a number is asked for is a mistake, not 1/0."""
     field = model.model_fields.get(name or "")
     if isinstance(value, bool) and field is not None:
-        kinds = set(get_args(field.annotation)) | {field.annotation}
+        kinds = {field.annotation}
+        for arg in get_args(field.annotation):  # int | None, Annotated[int, ...] | None
+            kinds |= {arg, *get_args(arg)[:1]}
         if bool not in kinds and kinds & {int, float}:
             raise ValueError("must be a number, not true/false")
     return value
 
 
-class _Section(BaseModel):
-    """Base for config sections: unknown keys are errors, values are validated on set,
-    numbers are finite and never booleans."""
+class _Strict(BaseModel):
+    """Unknown keys are errors, numbers are finite and never booleans: sections and the
+    per-stream overrides alike."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
     def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         return _no_bool_for_numbers(cls, info.field_name, value)
+
+
+class _Section(_Strict):
+    """Base for config sections: also validated when a value is set."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DecodeConfig(_Section):
@@ -317,8 +325,8 @@ class OutputConfig(_Section):
         "Every scored crop with its scores, emitted or not (tuning)."))
 
 
-class _Override(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Override(_Strict):
+    """A stream's overrides of a section: only the keys it sets."""
 
 
 class ScoreOverride(_Override):

@@ -126,6 +126,11 @@ BAD = {  # each case the bad-config survey found accepted, or answered with a tr
     "[decode]\nreconnect_min_s = 5\nreconnect_max_s = 1": "decode: Value error, reconnect_min_s",
     "[redis]\nmaxlen = 9223372036854775808": "redis.maxlen: Input should be less than",
     "[detect]\nmax_side = 10": "detect.max_side: Value error, must be 0 (auto)",
+    # A stream's overrides hold the same rules as their sections.
+    '[[streams]]\nid = "o"\nurl = "rtsp://h/o"\n[streams.select]\ntop_k = true':
+        "streams.0.select.top_k: Value error, must be a number",
+    '[[streams]]\nid = "o"\nurl = "rtsp://h/o"\n[streams.score]\nmin_eye_px = inf':
+        "streams.0.score.min_eye_px: Input should be a finite",
 }
 
 
