@@ -40,16 +40,10 @@ class DirectorySink:
             (self.root / f"{stem}.jpg").write_bytes(encode_jpeg(crop, self.jpeg_quality))
             (self.root / f"{stem}.json").write_text(json.dumps(meta, indent=1) + "\n")
         except OSError as exc:
-            (self.root / f"{stem}.jpg").unlink(missing_ok=True)
-            if self.failed == 0:
-                log.error("directory_write_failed", key=self.what, dir=str(self.root),
-                          error=exc.strerror)
-            self.failed += 1
+            (self.root / f"{stem}.jpg").unlink(missing_ok=True)  # no half pair
+            self._refused(exc)
             return
-        if self.failed:
-            log.info("directory_write_ok", key=self.what, dir=str(self.root),
-                     skipped=self.failed)
-            self.failed = 0
+        self._took()
         self.written += 1
 
     def append_line(self, name: str, record: dict[str, object]) -> None:
@@ -59,10 +53,23 @@ class DirectorySink:
             with open(self.root / name, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
         except OSError as exc:
-            if self.failed == 0:
-                log.error("directory_write_failed", key=self.what, dir=str(self.root),
-                          error=exc.strerror)
-            self.failed += 1
+            self._refused(exc)
+            return
+        self._took()
+
+    def _refused(self, exc: OSError) -> None:
+        """A write the disk refused: logged at the first of a spell, counted."""
+        if self.failed == 0:
+            log.error("directory_write_failed", key=self.what, dir=str(self.root),
+                      error=exc.strerror)
+        self.failed += 1
+
+    def _took(self) -> None:
+        """A write went through: the end of a spell of refusals, if there was one."""
+        if self.failed:
+            log.info("directory_write_ok", key=self.what, dir=str(self.root),
+                     skipped=self.failed)
+            self.failed = 0
 
     def publish(self, emissions: Iterable[Emission]) -> None:
         for em in emissions:
