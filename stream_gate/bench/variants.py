@@ -25,7 +25,12 @@ from stream_gate.bench.report import RssSampler, VariantResult, percentiles
 from stream_gate.config import Settings
 from stream_gate.errors import SourceError
 from stream_gate.log import redact_url
-from stream_gate.pipeline.graph import build_frame_detector, build_partial, build_pipeline
+from stream_gate.pipeline.graph import (
+    build_frame_detector,
+    build_partial,
+    build_pipeline,
+    check_sources,
+)
 from stream_gate.pipeline.observe import STAGES, RunReport
 from stream_gate.stages.decode import Source, open_source
 from stream_gate.stages.detect import Detector
@@ -114,13 +119,13 @@ def run_pipeline_variant(settings: Settings, duration: float | None, detect_only
                          ) -> tuple[VariantResult, RunReport]:
     """One variant's figures and its report (``detect_only``: the graph ends at
     frame-wide detection)."""
+    check_sources(settings)
     if detect_only:
         backend, detector = build_frame_detector(settings)
         pipeline = build_partial(settings, WideOnly(detector), backend, collect=True,
                                  transform=transform)
     else:
         pipeline = build_pipeline(settings, collect=True, transform=transform)
-    pipeline.check_sources()
     sampler = RssSampler()
     sampler.start()
     report = pipeline.run(duration)

@@ -67,11 +67,6 @@ class Pipeline:
         """A sink's disk spool refuses writes (entries wait in memory meanwhile)."""
         return any(s.spool_error is not None for s in self.sinks)
 
-    def check_sources(self) -> None:
-        """Fail fast on missing or unreadable video files (raises SourceError)."""
-        for st in self.streams.values():
-            st.source.check()
-
     def apply(self, settings: Settings) -> None:
         """Take a reloaded config while running (see :meth:`Streams.apply`)."""
         removed, owed = self.streams.apply(settings)
