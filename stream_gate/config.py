@@ -237,6 +237,28 @@ class SelectConfig(_Section):
         "Longest a confirmed person is held before a first emission (0: no limit)."))
 
 
+def check_redis_url(v: str) -> str:
+    """``v`` is ``embedded`` or a Redis URL redis-py accepts (ValueError saying why not)."""
+    if v != "embedded" and not re.match(r"^(redis|rediss|unix)://", v):
+        raise ValueError("must be 'embedded' or start with redis://, rediss:// or unix://")
+    if v.startswith(("redis://", "rediss://")):
+        parts = urllib.parse.urlsplit(v)
+        try:
+            port = parts.port  # raises ValueError when not a number or out of range
+        except ValueError:
+            raise ValueError("the port must be a number from 1 to 65535") from None
+        if port == 0:
+            raise ValueError("the port must be a number from 1 to 65535")
+        db = parts.path.lstrip("/")
+        if db and not db.isdigit():
+            raise ValueError("the database (the path after the port) must be a number")
+        try:
+            redis.connection.parse_url(v)  # type: ignore[no-untyped-call]
+        except ValueError as exc:
+            raise ValueError(f"not a Redis URL redis-py accepts: {exc}") from None
+    return v
+
+
 class RedisConfig(_Section):
     url: str = Field(default="redis://127.0.0.1:6379/0", description=(
         "redis://, rediss:// (TLS), unix:// or embedded (a private server)."))
@@ -267,24 +289,7 @@ class RedisConfig(_Section):
     @field_validator("url")
     @classmethod
     def _url_scheme(cls, v: str) -> str:
-        if v != "embedded" and not re.match(r"^(redis|rediss|unix)://", v):
-            raise ValueError("must be 'embedded' or start with redis://, rediss:// or unix://")
-        if v.startswith(("redis://", "rediss://")):
-            parts = urllib.parse.urlsplit(v)
-            try:
-                port = parts.port  # raises ValueError when not a number or out of range
-            except ValueError:
-                raise ValueError("the port must be a number from 1 to 65535") from None
-            if port == 0:
-                raise ValueError("the port must be a number from 1 to 65535")
-            db = parts.path.lstrip("/")
-            if db and not db.isdigit():
-                raise ValueError("the database (the path after the port) must be a number")
-            try:
-                redis.connection.parse_url(v)  # type: ignore[no-untyped-call]
-            except ValueError as exc:
-                raise ValueError(f"not a Redis URL redis-py accepts: {exc}") from None
-        return v
+        return check_redis_url(v)
 
     @model_validator(mode="after")
     def _one_password_tls_needs_rediss(self) -> RedisConfig:
@@ -309,6 +314,35 @@ class RedisConfig(_Section):
                                   f"{exc.strerror}") from None
             return lines[0] if lines else ""
         return None
+
+
+class ClusterConfig(_Section):
+    enabled: bool = Field(default=False, description=(
+        "Share this file's [[streams]] with the other workers of the group."))
+    url: str | None = Field(default=None, description=(
+        "Coordination Redis (unset: redis.url); redis.* credentials and TLS apply."))
+    group: str = Field(default="stream-gate", pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description=(
+        "Group name; workers of one group share its cameras."))
+    member_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]{1,128}$",
+                                  description="This worker's id (unset: host name + pid).")
+    weight: int = Field(default=1, ge=1, le=10_000, description=(
+        "Cameras this worker can carry, relative to the others (bench --capacity)."))
+    heartbeat_s: float = Field(default=1.0, gt=0, le=60, description=(
+        "Seconds between heartbeats, lease renewals and placement checks."))
+    membership_timeout_s: float = Field(default=10.0, gt=0, le=600, description=(
+        "A worker silent this long leaves the group; also each camera lease's length."))
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, v: str | None) -> str | None:
+        return None if v is None else check_redis_url(v)
+
+    @model_validator(mode="after")
+    def _timeout_spans_heartbeats(self) -> ClusterConfig:
+        if self.membership_timeout_s < 2 * self.heartbeat_s:
+            raise ValueError("membership_timeout_s must be at least twice heartbeat_s "
+                             "(one late heartbeat must not end a membership)")
+        return self
 
 
 class MetricsConfig(_Section):
@@ -379,6 +413,7 @@ class Settings(BaseSettings):
     score: ScoreConfig = ScoreConfig()
     select: SelectConfig = SelectConfig()
     redis: RedisConfig = RedisConfig()
+    cluster: ClusterConfig = ClusterConfig()
     output: OutputConfig = OutputConfig()
     metrics: MetricsConfig = MetricsConfig()
     streams: list[StreamConfig] = []
@@ -530,3 +565,7 @@ def check_runnable(settings: Settings) -> None:
     """What ``run`` needs beyond a valid file (start-up and every hot reload alike)."""
     if not settings.streams:
         raise ConfigError("streams: no [[streams]] configured")
+    if settings.cluster.enabled and (settings.cluster.url or settings.redis.url) == "embedded":
+        key = "cluster.url" if settings.cluster.url else "redis.url"
+        raise ConfigError(f"{key}: cluster mode needs a Redis every worker reaches; "
+                          "'embedded' is private to one process")

@@ -145,6 +145,16 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """Who emitted, under which lease (cluster mode): the worker's member id and the
+    camera's epoch, a number that grows with every new lease of the camera. A consumer
+    that has seen epoch E of a camera can drop entries of a smaller one (a stale owner)."""
+
+    owner: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class Emission:
     """A crop chosen for the downstream recogniser (schema v1 of the Redis entry)."""
 
@@ -153,3 +163,4 @@ class Emission:
     rank: int
     candidate: Candidate
     model: str
+    origin: Origin | None = None  # cluster mode only

@@ -15,16 +15,17 @@ import redis
 from stream_gate.config import RedisConfig
 from stream_gate.errors import SinkError
 from stream_gate.stages.publish import DirectorySink, RedisSink
-from stream_gate.types import Candidate, Emission
+from stream_gate.types import Candidate, Emission, Origin
 
 from .conftest import start_redis as _start
 
 SCHEMA_FIELDS = {"v", "emit_id", "stream_id", "track_id", "rank", "reason", "quality",
                  "quality_raw", "det_score", "ts_ms", "pts", "frame_index", "bbox",
                  "landmarks", "crop", "model"}
+CLUSTER_FIELDS = {"owner", "epoch"}  # cluster mode only
 
 
-def emission(i: int, stream: str = "cam") -> Emission:
+def emission(i: int, stream: str = "cam", origin: Origin | None = None) -> Emission:
     crop = np.full((112, 112, 3), 40 + i, np.uint8)
     cv2.circle(crop, (56, 56), 30, (200, 180, 160), -1)
     c = Candidate(
@@ -33,7 +34,8 @@ def emission(i: int, stream: str = "cam") -> Emission:
         landmarks=np.arange(10, dtype=np.float32).reshape(5, 2), det_score=0.91, crop=crop,
         quality=70.5 + i, quality_raw=0.705 + i / 100,
     )
-    return Emission(emit_id=f"id{i}", reason="track_end", rank=1, candidate=c, model="heuristic")
+    return Emission(emit_id=f"id{i}", reason="track_end", rank=1, candidate=c, model="heuristic",
+                    origin=origin)
 
 
 @pytest.mark.redis
@@ -120,7 +122,7 @@ def test_readme_documents_every_schema_field() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Redis entry (schema `v=1`)")[1].split("\n## ")[0]
     documented = {line.split("`")[1] for line in section.splitlines() if line.startswith("| `")}
-    assert documented == SCHEMA_FIELDS
+    assert documented == SCHEMA_FIELDS | CLUSTER_FIELDS
 
 
 @pytest.mark.redis
@@ -148,6 +150,36 @@ def test_spool_keeps_entries_on_disk_across_a_restart(
     crop = cv2.imdecode(np.frombuffer(entries[0][1][b"crop"], np.uint8), cv2.IMREAD_COLOR)
     assert crop.shape == (112, 112, 3)
     assert list((tmp_path / "spool").glob("*.entry")) == []
+
+
+@pytest.mark.redis
+def test_cluster_entries_carry_owner_and_epoch_through_the_spool_and_the_fence_drops_lapsed(
+    private_redis: tuple[int, list[subprocess.Popen[bytes]]], tmp_path: Path
+) -> None:
+    port, procs = private_redis
+    _start(port, procs, tmp_path)
+    held = {("cam", 7)}  # the fence: camera "cam" is held under epoch 7 only
+    cfg = RedisConfig(url=f"redis://127.0.0.1:{port}/0", connect_timeout_s=0.5,
+                      spool_dir=tmp_path / "spool")
+    sink = RedisSink(cfg, fence=lambda em: em.origin is not None and (
+        em.candidate.stream_id, em.origin.epoch) in held)
+    sink.publish([emission(0, origin=Origin("w1", 7))])
+    (_, first), = redis.Redis(port=port).xrange("stream_gate:crops")
+    assert set(first) == {k.encode() for k in SCHEMA_FIELDS | CLUSTER_FIELDS}
+    procs[0].kill()
+    procs[0].wait()
+    sink.publish([emission(1, origin=Origin("w1", 7))])  # Redis down: onto the spool
+    held.clear()  # the lease lapsed: what comes now is fenced, even on its way to disk
+    sink.publish([emission(2, origin=Origin("w1", 7))])
+    sink.close()
+    assert sink.fenced == 1
+    _start(port, procs, tmp_path)
+    again = RedisSink(cfg)  # the spool is sent whatever the fence says now
+    again.close()
+    entries = redis.Redis(port=port).xrange("stream_gate:crops")
+    fields = [{k.decode(): v.decode() for k, v in f.items() if k != b"crop"} for _, f in entries]
+    assert [f["emit_id"] for f in fields] == ["id1"]  # a new, empty Redis: id0 went with it
+    assert fields[0]["owner"] == "w1" and fields[0]["epoch"] == "7"
 
 
 def test_spool_drops_oldest_when_full(tmp_path: Path) -> None:

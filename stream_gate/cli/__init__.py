@@ -17,6 +17,7 @@ from pathlib import Path
 
 from stream_gate import __version__
 from stream_gate.cli.bench import cmd_bench
+from stream_gate.cli.cluster import cmd_cluster
 from stream_gate.cli.demo import cmd_demo
 from stream_gate.cli.doctor import cmd_doctor
 from stream_gate.cli.engines import cmd_engines
@@ -99,6 +100,13 @@ def _parser() -> argparse.ArgumentParser:
     review.add_argument("--config", type=Path, help="TOML file (the thresholds to show)")
     review.add_argument("--html", type=Path, help="where to write it (default DUMP/review.html)")
 
+    cluster = sub.add_parser("cluster", help="cluster mode: members and camera placement")
+    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
+    status = cluster_sub.add_parser("status", help="members, weights, and who runs each "
+                                    "camera (epoch, state); exit 1 while a camera has no owner")
+    status.add_argument("--config", type=Path, required=True, help="the shared TOML file")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+
     tail = sub.add_parser("tail", help="read published entries back from Redis")
     tail.add_argument("--config", type=Path, help="TOML config file (redis section)")
     tail.add_argument("--url", help="Redis URL (default: redis.url of the config)")
@@ -115,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler = {"run": cmd_run, "demo": cmd_demo, "score": cmd_score, "tail": cmd_tail,
                    "bench": cmd_bench, "doctor": cmd_doctor, "engines": cmd_engines,
-                   "review": cmd_review}
+                   "review": cmd_review, "cluster": cmd_cluster}
         return int(handler[args.command](args))
     except StartupError as exc:
         for line in str(exc).splitlines():

@@ -20,6 +20,7 @@ from stream_gate.errors import ConfigError
 from stream_gate.log import get_logger
 from stream_gate.pipeline.graph import build_pipeline, check_sources
 from stream_gate.pipeline.observe import PipelineObserver, RunReport, ScoredDump
+from stream_gate.service.cluster import cluster_member
 from stream_gate.service.metrics import Metrics
 from stream_gate.service.reload import ConfigReloader
 from stream_gate.stages.publish import DirectorySink, RedisSink, build_sinks
@@ -54,9 +55,21 @@ def run_gate(settings: Settings, duration: float | None, collect: bool,
     metrics = Metrics() if serve_metrics and settings.metrics.port else None
     if metrics is not None:
         observers.append(metrics)
-    redis_sink, sinks = build_sinks(settings)
+    # Cluster mode: Redis checked now; leases taken once the pipeline can run cameras.
+    member = cluster_member(settings) if settings.cluster.enabled else None
     try:
-        pipeline = build_pipeline(settings, sinks, observers, collect=collect)
+        redis_sink, sinks = build_sinks(settings, None if member is None else member.holds)
+    except BaseException:
+        if member is not None:
+            member.stop()
+        raise
+    try:
+        pipeline = build_pipeline(settings, sinks, observers, collect=collect,
+                                  placement=member)
+        if member is not None:
+            if metrics is not None:
+                metrics.registry.register(member.collector(lambda: redis_sink.fenced))
+            member.start()
         if metrics is not None:
             try:
                 server = metrics.serve(settings.metrics.host, settings.metrics.port)
@@ -66,6 +79,8 @@ def run_gate(settings: Settings, duration: float | None, collect: bool,
             log.info("metrics_listening", url=f"http://{settings.metrics.host}:"
                      f"{server.server_port}/metrics")
     except BaseException:  # a model that does not load: no embedded redis-server left over
+        if member is not None:
+            member.stop()
         for sink in sinks:
             sink.close()
         raise
@@ -85,7 +100,11 @@ def run_gate(settings: Settings, duration: float | None, collect: bool,
     if reload_from is not None:
         pipeline.on_tick = ConfigReloader(reload_from, pipeline.apply,
                                           requested=_EARLY_HUP.is_set()).poll
-    return pipeline.run(duration), redis_sink
+    try:
+        return pipeline.run(duration), redis_sink
+    finally:
+        if member is not None:
+            member.stop()  # after the sinks closed: the last entries went out under the leases
 
 
 def _grace_exceeded(grace: float) -> None:

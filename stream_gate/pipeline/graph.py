@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from stream_gate.config import Settings
 from stream_gate.pipeline.loop import Pipeline, Transform
 from stream_gate.pipeline.observe import PipelineObserver, RunReport
+from stream_gate.pipeline.placement import Placement
 from stream_gate.pipeline.streams import Streams
 from stream_gate.runtime import Backend, choose_backend
 from stream_gate.stages.align_score import build_align_score
@@ -30,11 +31,13 @@ from stream_gate.stages.track import TrackStage, build_detect_track
 
 def build_pipeline(settings: Settings, sinks: Sequence[Sink] = (),
                    observers: Sequence[PipelineObserver] = (), collect: bool = False,
-                   transform: Transform | None = None) -> Pipeline:
+                   transform: Transform | None = None,
+                   placement: Placement | None = None) -> Pipeline:
     """The full pipeline on the streams of ``settings``, publishing to ``sinks``.
 
     ``collect``: the run report keeps every track's summary, the emissions and the
     latencies (demo, bench, tests). ``transform``: applied to each frame first (bench).
+    ``placement`` (cluster mode): only the streams it leases to this process run.
     """
     backend = choose_backend(settings.runtime)
     # 1-2. decode (one reader per stream, in Streams) and batch, uploaded once on a device
@@ -50,9 +53,10 @@ def build_pipeline(settings: Settings, sinks: Sequence[Sink] = (),
     # 4-5. gate (per stream, in Streams), then align and score every face of a batch
     align_score = build_align_score(settings.score, backend)
     # 6-7. select (per stream, in Streams) and publish
-    streams = Streams(settings, track, align_score.name)
+    streams = Streams(settings, track, align_score.name,
+                      origins=None if placement is None else {})
     return Pipeline(streams, batcher, track, align_score, sinks, RunReport(collect=collect),
-                    observers, transform)
+                    observers, transform, placement)
 
 
 def check_sources(settings: Settings) -> None:

@@ -4,6 +4,7 @@ One decode thread per stream fills that stream's queue; the loop gathers frames 
 queues into one batch (the batch stage), then per batch: track (detect + refine inside)
 -> gate -> align_score (one call for every face of the batch) -> select -> publish, each
 stream's frames in order. What is measured or recorded is told to the observers.
+In cluster mode a :class:`Placement` says which streams run (checked once per turn).
 """
 
 from __future__ import annotations
@@ -15,12 +16,21 @@ from collections.abc import Callable, Sequence
 from stream_gate.config import Settings
 from stream_gate.log import get_logger
 from stream_gate.pipeline.observe import Health, PipelineObserver, RunReport
+from stream_gate.pipeline.placement import Placement
 from stream_gate.pipeline.streams import Streams, StreamState
 from stream_gate.stages.align_score import AlignScore
 from stream_gate.stages.batch import Batcher
 from stream_gate.stages.publish import Sink
 from stream_gate.stages.track import TrackStage
-from stream_gate.types import Candidate, Emission, Frame, FrameBatch, TrackedFace, TrackStep
+from stream_gate.types import (
+    Candidate,
+    Emission,
+    Frame,
+    FrameBatch,
+    Origin,
+    TrackedFace,
+    TrackStep,
+)
 
 log = get_logger(__name__)
 Transform = Callable[[Frame], Frame]
@@ -30,14 +40,21 @@ class Pipeline:
     """Runs the streams until they end, ``duration`` passes or ``stop_event`` is set.
 
     Built by pipeline/graph.py. ``align_score`` None makes a graph that ends at tracking
-    (the bench's detector-only bound).
+    (the bench's detector-only bound). With a ``placement`` (cluster mode) the streams
+    that run follow its leases, and the loop runs until stopped even with none.
     """
 
     def __init__(self, streams: Streams, batcher: Batcher, track: TrackStage,
                  align_score: AlignScore | None, sinks: Sequence[Sink],
                  report: RunReport, observers: Sequence[PipelineObserver] = (),
-                 transform: Transform | None = None) -> None:
+                 transform: Transform | None = None,
+                 placement: Placement | None = None) -> None:
         self.streams = streams
+        self.settings = streams.settings  # the whole config (in cluster mode: all workers')
+        self.placement = placement
+        self._leases: dict[str, Origin] = {}
+        if placement is not None:
+            placement.configure([s.id for s in self.settings.streams])
         self.batcher = batcher
         self.track = track
         self.align_score = align_score
@@ -55,8 +72,11 @@ class Pipeline:
             ob.on_streams(readers, Health(self.ready, self.backlog, self.spool_failing))
 
     def ready(self) -> bool:
-        """A stream is live and no sink is in an outage."""
+        """A stream is live and no sink is in an outage; in cluster mode: a member of the
+        group, no sink in an outage, and a stream live unless it runs none (a spare)."""
         live = any(st.reader.state == "live" for st in self.streams.values())
+        if self.placement is not None:
+            live = self.placement.ready() and (live or not self.streams)
         return live and not any(s.down for s in self.sinks)
 
     def backlog(self) -> int:
@@ -68,12 +88,31 @@ class Pipeline:
         return any(s.spool_error is not None for s in self.sinks)
 
     def apply(self, settings: Settings) -> None:
-        """Take a reloaded config while running (see :meth:`Streams.apply`)."""
-        removed, owed = self.streams.apply(settings)
+        """Take a reloaded config while running (see :meth:`Streams.apply`); in cluster
+        mode the placement learns the new stream list and its leases decide what runs."""
+        self.settings = settings
+        if self.placement is not None:
+            self.placement.configure([s.id for s in settings.streams])
+        self._restream()
+
+    def _restream(self) -> None:
+        removed, owed = self.streams.apply(
+            self.settings, None if self.placement is None else self._leases)
         self._publish(owed)
         for sid, st in removed:
             self._closed(sid, st)
         self._announce()
+
+    def _place(self) -> None:
+        """Cluster mode: start and stop streams as the leases changed since the last turn;
+        then tell the placement what runs."""
+        if self.placement is None:
+            return
+        leases = dict(self.placement.leases())
+        if leases != self._leases:
+            self._leases = leases
+            self._restream()
+        self.placement.running({sid: st.reader.state for sid, st in self.streams.items()})
 
     def run(self, duration: float | None = None) -> RunReport:
         t_start = time.perf_counter()
@@ -85,6 +124,7 @@ class Pipeline:
                     ob.on_loop()
                 if self.on_tick is not None:
                     self.on_tick()
+                self._place()
                 if duration is not None and time.perf_counter() - t_start >= duration:
                     break
                 self._publish(self.streams.end_quiet(time.time() * 1000))
@@ -93,7 +133,8 @@ class Pipeline:
                     if self.transform is not None:
                         frames = [self.transform(f) for f in frames]
                     self._process(self.batcher.pack(frames))
-                elif all(st.queue.exhausted for st in self.streams.values()):
+                elif self.placement is None and all(st.queue.exhausted
+                                                    for st in self.streams.values()):
                     break
                 else:
                     time.sleep(0.002)
@@ -113,6 +154,8 @@ class Pipeline:
             st, owed = self.streams.remove(sid, max(0.0, deadline - time.monotonic()))
             self._publish(owed)
             self._closed(sid, st)
+        if self.placement is not None:
+            self.placement.running({})
         for sink in self.sinks:
             sink.close()
 
@@ -177,6 +220,8 @@ class Pipeline:
         return out
 
     def _publish(self, emissions: list[Emission]) -> None:
+        if self.placement is not None:  # a lease that lapsed since: not this worker's now
+            emissions = [em for em in emissions if self.placement.holds(em)]
         if not emissions:
             return
         t = time.perf_counter()
@@ -187,4 +232,6 @@ class Pipeline:
             ob.on_published(emissions)
         for em in emissions:
             log.info("emitted", stream_id=em.candidate.stream_id, track_id=em.candidate.track_id,
-                     reason=em.reason, rank=em.rank, quality=round(em.candidate.quality, 1))
+                     reason=em.reason, rank=em.rank, quality=round(em.candidate.quality, 1),
+                     emit_id=em.emit_id,
+                     epoch=None if em.origin is None else em.origin.epoch)

@@ -5,6 +5,8 @@ between :meth:`Streams.add` (``track.open``) and :meth:`Streams.remove` (``track
 so every stream's state is created, held and changed in one place each. A hot reload
 (:meth:`Streams.apply`) changes thresholds and policies through the stages' own
 ``reconfigure`` methods, stops the streams that left the config and starts new ones.
+In cluster mode a stream also carries the lease it runs under (:class:`Origin`); a new
+lease of the same camera restarts it, so no track spans two epochs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from stream_gate.stages.decode import FrameQueue, Reader, Source, build_reader
 from stream_gate.stages.gate import Gate, build_gate
 from stream_gate.stages.select import Selector, build_selector
 from stream_gate.stages.track import TrackStage
-from stream_gate.types import Emission, TrackEnd
+from stream_gate.types import Emission, Origin, TrackEnd
 
 log = get_logger(__name__)
 
@@ -40,6 +42,7 @@ class StreamState:
     gate: Gate
     selector: Selector
     quiet_s: float | None = None
+    origin: Origin | None = None  # the lease it runs under (cluster mode)
     last_frame_ms: int | None = None  # wall-clock stamp of the last frame processed
     quiet: bool = False  # its tracks were ended for quiet; until the next frame
 
@@ -76,13 +79,17 @@ class StreamState:
 class Streams(Mapping[str, StreamState]):
     """The running streams by id."""
 
-    def __init__(self, settings: Settings, track: TrackStage, model: str) -> None:
+    def __init__(self, settings: Settings, track: TrackStage, model: str,
+                 origins: Mapping[str, Origin] | None = None) -> None:
+        """``origins``: cluster mode, the streams this process holds leases on (only
+        those run); None runs every stream of ``settings``."""
         self.settings = settings
         self.track = track
         self.model = model  # the quality model id emissions carry
         self._streams: dict[str, StreamState] = {}
         for s in settings.streams:
-            self.add(s.id)
+            if origins is None or s.id in origins:
+                self.add(s.id, None if origins is None else origins[s.id])
 
     def __getitem__(self, sid: str) -> StreamState:
         return self._streams[sid]
@@ -93,7 +100,7 @@ class Streams(Mapping[str, StreamState]):
     def __len__(self) -> int:
         return len(self._streams)
 
-    def add(self, sid: str) -> StreamState:
+    def add(self, sid: str, origin: Origin | None = None) -> StreamState:
         """A stream of the current settings, tracked from now on (its reader not started)."""
         cfg = self.settings.stream(sid)
         source = Source.parse(sid, cfg.url, cfg.fps)
@@ -103,7 +110,8 @@ class Streams(Mapping[str, StreamState]):
             if source.kind == "live" else None
         st = StreamState(cfg.url, source, stop, build_reader(source, self.settings.decode, stop),
                          build_gate(self.settings.score_for(sid)),
-                         build_selector(self.settings.select_for(sid), self.model), quiet_s)
+                         build_selector(self.settings.select_for(sid), self.model, origin),
+                         quiet_s, origin)
         self._streams[sid] = st
         self.track.open(sid)
         return st
@@ -128,21 +136,24 @@ class Streams(Mapping[str, StreamState]):
         st.reader.join(timeout=join_timeout)
         return st, st.ends(self.track.close(sid))
 
-    def apply(self, settings: Settings) -> tuple[list[tuple[str, StreamState]], list[Emission]]:
-        """Take a reloaded config without touching unchanged streams.
+    def apply(self, settings: Settings, origins: Mapping[str, Origin] | None = None
+              ) -> tuple[list[tuple[str, StreamState]], list[Emission]]:
+        """Take a reloaded config (or, in cluster mode, a new set of leases: ``origins``)
+        without touching unchanged streams.
 
         Thresholds and policies (``score``, ``select``, per-stream overrides) apply at once
         and tracks keep what they hold; streams that left the config (or whose url/fps
-        changed) are stopped and their tracks flushed; new ones start. Detector, decode
-        and tracker settings need a restart. Returns the removed streams and the
-        emissions their tracks still owed.
+        changed, or whose lease did) are stopped and their tracks flushed; new ones
+        start. Detector, decode and tracker settings need a restart. Returns the removed
+        streams and the emissions their tracks still owed.
         """
-        wanted = {s.id: s for s in settings.streams}
+        wanted = {s.id: s for s in settings.streams if origins is None or s.id in origins}
         removed: list[tuple[str, StreamState]] = []
         owed: list[Emission] = []
         for sid in list(self._streams):
             cfg, st = wanted.get(sid), self._streams[sid]
-            if cfg is None or (cfg.url, cfg.fps) != (st.url, st.source.fps):
+            origin = None if origins is None else origins.get(sid)
+            if cfg is None or (cfg.url, cfg.fps, origin) != (st.url, st.source.fps, st.origin):
                 gone, ems = self.remove(sid)
                 removed.append((sid, gone))
                 owed += ems
@@ -153,7 +164,7 @@ class Streams(Mapping[str, StreamState]):
                 self._streams[sid].gate.reconfigure(settings.score_for(sid))
                 self._streams[sid].selector.reconfigure(settings.select_for(sid))
                 continue
-            st = self.add(sid)
+            st = self.add(sid, None if origins is None else origins[sid])
             try:
                 st.source.check()
             except StartupError as exc:
@@ -162,5 +173,6 @@ class Streams(Mapping[str, StreamState]):
                 self.track.close(sid)
                 continue
             st.reader.start()
-            log.info("stream_added", stream_id=sid)
+            log.info("stream_added", stream_id=sid,
+                     epoch=None if st.origin is None else st.origin.epoch)
         return removed, owed

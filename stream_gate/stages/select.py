@@ -22,17 +22,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stream_gate.config import SelectConfig
-from stream_gate.types import Candidate, Emission, EmitReason, TrackEnd
+from stream_gate.types import Candidate, Emission, EmitReason, Origin, TrackEnd
 
 
 def new_emit_id() -> str:
     return uuid.uuid4().hex
 
 
-def build_selector(cfg: SelectConfig, model: str) -> Selector:
+def build_selector(cfg: SelectConfig, model: str, origin: Origin | None = None) -> Selector:
     """One stream's selector with its (overridden) select settings; ``model`` is the
-    quality model id its emissions carry."""
-    return Selector(cfg, model)
+    quality model id its emissions carry, ``origin`` the lease they were made under
+    (cluster mode)."""
+    return Selector(cfg, model, origin=origin)
 
 
 @dataclass
@@ -52,9 +53,11 @@ class Selector:
         cfg: SelectConfig,
         model: str,
         make_id: Callable[[], str] = new_emit_id,
+        origin: Origin | None = None,
     ) -> None:
         self.cfg = cfg
         self.model = model
+        self.origin = origin
         self._make_id = make_id
         self._held: dict[int, _Held] = {}
 
@@ -116,5 +119,5 @@ class Selector:
         held.emitted.add(cand.frame_index)
         held.last_emitted = max(held.last_emitted or 0.0, cand.quality)
         return Emission(
-            emit_id=self._make_id(), reason=reason, rank=rank, candidate=cand, model=self.model
-        )
+            emit_id=self._make_id(), reason=reason, rank=rank, candidate=cand, model=self.model,
+            origin=self.origin)

@@ -10,7 +10,7 @@ May import: config, errors, log, types (no other stage).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from stream_gate.config import Settings
@@ -40,12 +40,17 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def build_sinks(settings: Settings) -> tuple[RedisSink, list[Sink]]:
+def build_sinks(settings: Settings, fence: Callable[[Emission], bool] | None = None
+                ) -> tuple[RedisSink, list[Sink]]:
     """The Redis sink (checked reachable now: a start-up error otherwise), and every sink
-    in order: Redis (on its publisher thread), then the directory of ``output.dir``."""
-    redis_sink = RedisSink(settings.redis)
-    # Half the shutdown grace for the publisher, the rest to put what is left on disk.
-    sinks: list[Sink] = [Background(redis_sink, grace_s=settings.decode.shutdown_grace_s / 2)]
+    in order: Redis (on its publisher thread), then the directory of ``output.dir``.
+    ``fence`` (cluster mode): whether an emission's lease still holds (see RedisSink)."""
+    redis_sink = RedisSink(settings.redis, fence=fence)
+    # Half the shutdown grace for the publisher, the rest to put what is left on disk; a
+    # hand-off waits at most a quarter of it (the shutdown's flush, with Redis hung).
+    grace = settings.decode.shutdown_grace_s
+    sinks: list[Sink] = [Background(redis_sink, grace_s=grace / 2,
+                                    handoff_s=min(1.0, grace / 4))]
     if settings.output.dir is not None:
         sinks.append(DirectorySink(settings.output.dir, settings.redis.jpeg_quality))
     return redis_sink, sinks

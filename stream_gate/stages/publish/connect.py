@@ -9,14 +9,16 @@ from stream_gate.errors import SinkError
 from stream_gate.log import redact_url
 
 
-def make_client(cfg: RedisConfig, url: str) -> redis.Redis:
-    """A client for ``url`` with the config's credentials, TLS files and timeouts."""
+def make_client(cfg: RedisConfig, url: str, timeout_s: float | None = None) -> redis.Redis:
+    """A client for ``url`` with the config's credentials, TLS files and timeouts
+    (``timeout_s``: instead of ``connect_timeout_s``)."""
+    timeout = cfg.connect_timeout_s if timeout_s is None else timeout_s
     tls: dict[str, str] = {k: str(v) for k, v in (
         ("ssl_ca_certs", cfg.ssl_ca_certs), ("ssl_certfile", cfg.ssl_certfile),
         ("ssl_keyfile", cfg.ssl_keyfile)) if v is not None}
     return redis.Redis.from_url(
         url, username=cfg.username, password=cfg.secret(),
-        socket_connect_timeout=cfg.connect_timeout_s, socket_timeout=cfg.connect_timeout_s,
+        socket_connect_timeout=timeout, socket_timeout=timeout,
         **tls)
 
 

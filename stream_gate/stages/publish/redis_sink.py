@@ -5,6 +5,12 @@ publishing: entries wait (on disk in ``redis.spool_dir`` when set, so a restart 
 nothing; otherwise in a bounded in-memory backlog), the outage and the recovery are logged
 once each, and the waiting entries are sent in order when Redis answers again. A spool
 left by an earlier run is sent first at start-up. The key may contain ``{stream_id}``.
+
+In cluster mode a ``fence`` says whether an emission's lease is still held: one that is
+not (a worker paused or cut off past its lease, whose camera already runs elsewhere
+under a newer epoch) is dropped here, on the publisher thread, right before it would
+reach Redis or the spool; counted in ``fenced``, logged once per camera and spell.
+What reached the spool was emitted under a valid lease and is always sent.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -33,8 +39,12 @@ log = get_logger(__name__)
 class RedisSink:
     """XADD each emission to a Redis stream, ``MAXLEN ~ maxlen``."""
 
-    def __init__(self, cfg: RedisConfig, backlog_limit: int = 10_000) -> None:
+    def __init__(self, cfg: RedisConfig, backlog_limit: int = 10_000,
+                 fence: Callable[[Emission], bool] | None = None) -> None:
         self.cfg = cfg
+        self.fence = fence
+        self.fenced = 0  # emissions dropped because their lease had lapsed
+        self._fenced_streams: set[str] = set()
         self._embedded: Any = None
         url = cfg.url
         if url == "embedded":
@@ -91,8 +101,22 @@ class RedisSink:
         fields["crop"] = encode_jpeg(em.candidate.crop, self.cfg.jpeg_quality)
         return self.key_for(em.candidate.stream_id), fields
 
+    def _fenced(self, em: Emission) -> bool:
+        """True (logged once per camera and spell) when ``em``'s lease has lapsed."""
+        sid = em.candidate.stream_id
+        if self.fence is None or self.fence(em):
+            self._fenced_streams.discard(sid)
+            return False
+        self.fenced += 1
+        if sid not in self._fenced_streams:
+            self._fenced_streams.add(sid)
+            log.warning("emission_fenced", stream_id=sid, emit_id=em.emit_id,
+                        epoch=None if em.origin is None else em.origin.epoch,
+                        why="the camera's lease lapsed; it runs elsewhere under a newer epoch")
+        return True
+
     def publish(self, emissions: Iterable[Emission]) -> None:
-        entries = [self._entry(em) for em in emissions]
+        entries = [self._entry(em) for em in emissions if not self._fenced(em)]
         with self._lock:
             for key, fields in entries:
                 if self._spool is not None and len(self._spool) and not self._backlog \

@@ -48,7 +48,7 @@ def candidate_fields(c: Candidate) -> dict[str, str]:
 
 def entry_fields(em: Emission) -> dict[str, str]:
     """Schema v1 fields of one emission, without the crop bytes."""
-    return {
+    fields = {
         "v": SCHEMA_VERSION,
         "emit_id": em.emit_id,
         **candidate_fields(em.candidate),
@@ -56,5 +56,9 @@ def entry_fields(em: Emission) -> dict[str, str]:
         "reason": em.reason,
         "model": em.model,
     }
+    if em.origin is not None:
+        fields["owner"] = em.origin.owner
+        fields["epoch"] = str(em.origin.epoch)
+    return fields
 
 
