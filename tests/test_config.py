@@ -105,3 +105,31 @@ def test_cli_without_streams_says_so(tmp_path: Path) -> None:
     res = run_cli("run", "--config", str(write(tmp_path, "[select]\ntop_k = 1\n")))
     assert res.returncode == 2
     assert "no [[streams]] configured" in res.stderr
+
+
+def test_cluster_settings_fail_fast_with_the_key(tmp_path: Path) -> None:
+    stream = '[[streams]]\nid = "a"\nurl = "rtsp://cam/a"\n'
+    res = run_cli("run", "--config", str(write(
+        tmp_path, '[cluster]\nenabled = true\n[redis]\nurl = "embedded"\n' + stream)))
+    assert res.returncode == 2
+    assert "redis.url: cluster mode needs a Redis every worker reaches" in res.stderr
+    for text, said in (
+            ("heartbeat_s = 5\nmembership_timeout_s = 6", "at least twice heartbeat_s"),
+            ('member_id = "has space"', "cluster.member_id: String should match"),
+            ('url = "http://redis:6379"', "cluster.url: Value error, must be 'embedded' or"),
+            ("weight = 0", "cluster.weight: Input should be greater than or equal to 1"),
+            ('group = ""', "cluster.group: String should match")):
+        with pytest.raises(ConfigError) as exc:
+            load_settings(write(tmp_path, f"[cluster]\n{text}\n" + stream))
+        assert said in str(exc.value), (text, str(exc.value))
+
+
+def test_cluster_run_names_an_unreachable_coordination_redis(tmp_path: Path) -> None:
+    from .conftest import free_port
+
+    cfg = write(tmp_path, f'[cluster]\nenabled = true\nurl = "redis://127.0.0.1:{free_port()}"'
+                '\n[metrics]\nport = 0\n[[streams]]\nid = "a"\nurl = "rtsp://127.0.0.1:9/a"\n')
+    res = run_cli("run", "--config", str(cfg))
+    assert res.returncode == 2, res.stderr
+    assert "cluster.url: Redis at redis://127.0.0.1:" in res.stderr
+    assert "is unreachable" in res.stderr and "Traceback" not in res.stderr
