@@ -325,7 +325,7 @@ class ClusterConfig(_Section):
         "Group name; workers of one group share its cameras."))
     member_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]{1,128}$",
                                   description="This worker's id (unset: host name + pid).")
-    weight: int = Field(default=1, ge=1, le=10_000, description=(
+    weight: int = Field(default=1, ge=1, le=1000, description=(
         "Cameras this worker can carry, relative to the others (bench --capacity)."))
     heartbeat_s: float = Field(default=1.0, gt=0, le=60, description=(
         "Seconds between heartbeats, lease renewals and placement checks."))
