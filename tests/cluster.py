@@ -22,8 +22,6 @@ from stream_gate.config import load_settings
 from stream_gate.service.cluster import camera_rows
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVER = Path(__file__).with_name("rtsp_server.py")
-SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 def looped(src: Path, dst: Path, times: int) -> Path:
@@ -45,19 +43,6 @@ def looped(src: Path, dst: Path, times: int) -> Path:
                 pkt.stream = vout
                 out.mux(pkt)
     return dst
-
-
-def start_rtsp(port: int, files: dict[str, Path]) -> subprocess.Popen[str]:
-    """One loopback RTSP server with a mount per camera (rtsp://127.0.0.1:port/name)."""
-    proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), str(port),
-                             *(f"{k}={v}" for k, v in files.items())],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("READY"):
-        proc.kill()
-        raise RuntimeError(f"RTSP server did not start: {line}")
-    return proc
 
 
 @dataclass

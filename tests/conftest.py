@@ -97,6 +97,25 @@ def batch_of(images: Sequence[ImageBGR], backend: Backend | None = None) -> Fram
     return build_batcher(DetectConfig(), cfg).pack(frames)
 
 
+RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's Python, with python3-gi and GStreamer
+
+
+def start_rtsp(port: int, files: dict[str, Path]) -> subprocess.Popen[str]:
+    """One loopback RTSP server with a mount per file (rtsp://127.0.0.1:port/name);
+    RuntimeError with its output when it does not start."""
+    proc = subprocess.Popen([SYSTEM_PYTHON, str(RTSP_SERVER), str(port),
+                             *(f"{k}={v}" for k, v in files.items())],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("READY"):
+        proc.kill()
+        err = proc.stderr.read() if proc.stderr else ""
+        raise RuntimeError(f"RTSP server did not start: {line} {err}")
+    return proc
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

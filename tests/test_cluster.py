@@ -16,8 +16,8 @@ import pytest
 
 from stream_gate.config import load_settings
 
-from .cluster import Cluster, looped, one_owner_per_epoch, start_rtsp, wait_for
-from .conftest import free_port, run_cli, start_redis
+from .cluster import Cluster, looped, one_owner_per_epoch, wait_for
+from .conftest import free_port, run_cli, start_redis, start_rtsp
 from .test_rtsp import _require_gstreamer
 
 pytestmark = [pytest.mark.rtsp, pytest.mark.slow]

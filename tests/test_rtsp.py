@@ -17,12 +17,10 @@ from stream_gate.config import DecodeConfig
 from stream_gate.stages.decode import Source, StreamReader
 from stream_gate.types import Emission
 
-from .conftest import free_port
+from .conftest import SYSTEM_PYTHON, free_port, start_rtsp
 from .test_decode import drain
 
 pytestmark = pytest.mark.rtsp
-SERVER = Path(__file__).with_name("rtsp_server.py")
-SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 
@@ -51,17 +49,10 @@ class Camera:
         return f"rtsp://127.0.0.1:{self.port}/{name}"
 
     def start(self) -> None:
-        proc = subprocess.Popen(
-            [SYSTEM_PYTHON, str(SERVER), str(self.port),
-             *(f"{k}={v}" for k, v in self.files.items())],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("READY"):
-            proc.kill()
-            err = proc.stderr.read() if proc.stderr else ""
-            pytest.fail(f"RTSP server did not start: {line} {err}")
-        self.proc = proc
+        try:
+            self.proc = start_rtsp(self.port, self.files)
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
 
     def stop(self) -> None:
         if self.proc is not None:
