@@ -565,7 +565,14 @@ def check_runnable(settings: Settings) -> None:
     """What ``run`` needs beyond a valid file (start-up and every hot reload alike)."""
     if not settings.streams:
         raise ConfigError("streams: no [[streams]] configured")
-    if settings.cluster.enabled and (settings.cluster.url or settings.redis.url) == "embedded":
+    if settings.cluster.enabled:
+        check_cluster_url(settings)
+
+
+def check_cluster_url(settings: Settings) -> None:
+    """The coordination Redis (``cluster.url``, else ``redis.url``) is one every worker
+    can reach: not ``embedded``."""
+    if (settings.cluster.url or settings.redis.url) == "embedded":
         key = "cluster.url" if settings.cluster.url else "redis.url"
         raise ConfigError(f"{key}: cluster mode needs a Redis every worker reaches; "
                           "'embedded' is private to one process")

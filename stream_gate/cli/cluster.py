@@ -15,8 +15,8 @@ import sys
 import redis
 import tooz
 
-from stream_gate.config import load_settings
-from stream_gate.errors import ConfigError, SinkError
+from stream_gate.config import check_cluster_url, load_settings
+from stream_gate.errors import SinkError
 from stream_gate.log import redact_url
 from stream_gate.service.cluster import camera_rows, coordination_url, member_rows
 from stream_gate.stages.publish.connect import connect
@@ -24,10 +24,8 @@ from stream_gate.stages.publish.connect import connect
 
 def cmd_cluster(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    check_cluster_url(settings)
     url = coordination_url(settings)
-    if url == "embedded":
-        raise ConfigError("cluster.url: 'embedded' is private to one process; a cluster "
-                          "needs a shared Redis")
     client = connect(settings.redis, url)
     try:
         members = member_rows(settings)

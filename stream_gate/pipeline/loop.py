@@ -49,12 +49,11 @@ class Pipeline:
                  report: RunReport, observers: Sequence[PipelineObserver] = (),
                  transform: Transform | None = None,
                  placement: Placement | None = None) -> None:
-        self.streams = streams
-        self.settings = streams.settings  # the whole config (in cluster mode: all workers')
+        self.streams = streams  # .settings: the whole config (cluster mode: all workers')
         self.placement = placement
         self._leases: dict[str, Origin] = {}
         if placement is not None:
-            placement.configure([s.id for s in self.settings.streams])
+            placement.configure([s.id for s in streams.settings.streams])
         self.batcher = batcher
         self.track = track
         self.align_score = align_score
@@ -90,14 +89,13 @@ class Pipeline:
     def apply(self, settings: Settings) -> None:
         """Take a reloaded config while running (see :meth:`Streams.apply`); in cluster
         mode the placement learns the new stream list and its leases decide what runs."""
-        self.settings = settings
         if self.placement is not None:
             self.placement.configure([s.id for s in settings.streams])
-        self._restream()
+        self._restream(settings)
 
-    def _restream(self) -> None:
+    def _restream(self, settings: Settings) -> None:
         removed, owed = self.streams.apply(
-            self.settings, None if self.placement is None else self._leases)
+            settings, None if self.placement is None else self._leases)
         self._publish(owed)
         for sid, st in removed:
             self._closed(sid, st)
@@ -111,7 +109,7 @@ class Pipeline:
         leases = dict(self.placement.leases())
         if leases != self._leases:
             self._leases = leases
-            self._restream()
+            self._restream(self.streams.settings)
         self.placement.running({sid: st.reader.state for sid, st in self.streams.items()})
 
     def run(self, duration: float | None = None) -> RunReport:
