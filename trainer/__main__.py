@@ -1,4 +1,5 @@
-"""``python -m trainer prepare | distill-data | train | export | evaluate | quantize-detector``."""
+"""``python -m trainer prepare | distill-data | train | export | evaluate | evaluate-video |
+quantize-detector``."""
 
 from __future__ import annotations
 
@@ -64,11 +65,37 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--max-severity", type=float, default=0.6,
                     help="degradation severity range [0.05, this] (1.0 = the training range)")
     ev.add_argument("--out", type=Path, default=Path("work/eval"))
+    vv = sub.add_parser("evaluate-video", help="real-video benchmark: each selector's pick "
+                        "per 1.5-s segment of a person, judged by recognisers")
+    vv.add_argument("--clips", type=Path, default=Path(__file__).parent / "clips.toml",
+                    help="clip list: [[clips]] file, identity, split (dev|test)")
+    vv.add_argument("--media", type=Path, default=SHARED / "media",
+                    help="folder the clip list's files are relative to")
+    vv.add_argument("--model", action="append",
+                    help="quality model under test: shipped name or manifest path; repeat "
+                         "to compare several (default: cr-fiqa-s)")
+    vv.add_argument("--teacher", type=Path, default=SHARED / "models" / "mobilefacenet_128d.onnx")
+    vv.add_argument("--comparator", action="append", choices=["teacher", "dlib"],
+                    help="repeat for several (default: both)")
+    vv.add_argument("--fps", type=float, default=10.0, help="frames analysed per second")
+    vv.add_argument("--segment-s", type=float, default=1.5)
+    vv.add_argument("--gallery", type=Path,
+                    help="photos of the people of gallery clips: DIR/<identity>/*.jpg")
+    vv.add_argument("--gallery-min-sim", type=float, default=0.45,
+                    help="teacher similarity a track's best crop needs to take a name")
+    vv.add_argument("--out", type=Path, default=Path("work/eval-video"))
     qd = sub.add_parser("quantize-detector", help="int8 CenterFace, calibrated and checked")
     qd.add_argument("--media", type=Path, default=SHARED / "media")
     qd.add_argument("--out", type=Path, default=Path("stream_gate/models/centerface-int8.onnx"))
     qd.add_argument("--min-recall", type=float, default=0.98)
     args = p.parse_args(argv)
+    if args.cmd == "evaluate-video":
+        from trainer.video_eval import evaluate_video
+
+        evaluate_video(args.clips, args.media, args.model or ["cr-fiqa-s"], args.teacher,
+                       args.comparator or ["teacher", "dlib"], args.out, args.fps,
+                       args.segment_s, args.gallery, args.gallery_min_sim)
+        return 0
 
     if args.cmd == "prepare":
         from trainer.data import prepare

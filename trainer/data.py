@@ -27,6 +27,7 @@ from tqdm import tqdm
 from stream_gate.config import DetectConfig
 from stream_gate.stages.align_score.template import align_face
 from stream_gate.stages.detect import build_host_detector
+from stream_gate.stages.detect.base import FaceDetector
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -66,6 +67,28 @@ def pick_face(boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32],
     return int(ok[np.argmin(cx**2 + cy**2)])
 
 
+def photo_detector() -> FaceDetector:
+    """The detector for photos: stream_gate's own, full precision, any face size."""
+    return build_host_detector(DetectConfig(max_side=640, min_face_px=0), precise=True)
+
+
+def align_photos(paths: list[Path], min_score: float = 0.5,
+                 detector: FaceDetector | None = None) -> npt.NDArray[np.uint8]:
+    """The aligned 112×112 crop of the central face of each readable photo that has one
+    (a gallery's photos of one person); photos without a face are skipped."""
+    detector = detector or photo_detector()
+    out = []
+    for path in paths:
+        im = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if im is None:
+            continue
+        det = detector.detect_images([im])[0]
+        i = pick_face(det.boxes, det.scores, im.shape, min_score)
+        if i is not None:
+            out.append(align_face(im, det.landmarks[i])[0])
+    return np.stack(out) if out else np.zeros((0, 112, 112, 3), np.uint8)
+
+
 def prepare(root: Path, out: Path, val_fraction: float = 0.2,
             max_per_identity: int | None = 40, min_score: float = 0.5,
             batch: int = 16) -> tuple[int, int]:
@@ -74,7 +97,7 @@ def prepare(root: Path, out: Path, val_fraction: float = 0.2,
     images = list_images(root, max_per_identity)
     if not images:
         raise SystemExit(f"no images found under {root} (expected <root>/<identity>/*.jpg)")
-    detector = build_host_detector(DetectConfig(max_side=640, min_face_px=0), precise=True)
+    detector = photo_detector()
     crops = np.lib.format.open_memmap(out / "crops.tmp.npy", mode="w+", dtype=np.uint8,
                                       shape=(len(images), 112, 112, 3))
     samples: list[Sample] = []

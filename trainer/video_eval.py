@@ -1,0 +1,301 @@
+"""The real-video benchmark: does the gate's pick help the recogniser on real footage?
+
+``python -m trainer evaluate-video`` runs the pipeline on identity-pure clips
+(:mod:`trainer.realvideo`), cuts each person's scored crops into segments of 1.5 s and
+lets every selector pick one crop per segment:
+
+- each quality model under test (highest quality), ``heuristic``, the largest face (box
+  area), the detector's score, Laplacian sharpness;
+- ``random``: the expected value over every crop of each segment (no draw, no noise);
+- ``oracle``: for each compared pair of segments, the pair of crops the comparator likes
+  best (the ceiling of any selector).
+
+Each person weighs the same in the means, however long their clip.
+
+Genuine comparisons are pick vs pick across the segments of one person; the verification
+threshold is fixed at FMR 1e-2 on impostor pairs (every crop against every crop of the
+other people of the same half). Per selector and comparator: the mean genuine
+similarity, the verification rate at that threshold, and the **headroom captured**,
+(selector − random) / (oracle − random), of each. Each half (``dev``, ``test``) is
+reported on its own; models are chosen on ``dev`` only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from trainer.realvideo import (
+    SPLITS,
+    ClipCrops,
+    Segment,
+    dump_clip,
+    load_clips,
+    load_dump,
+    name_tracks,
+    read_gallery,
+    segments,
+)
+
+FMR = 1e-2
+RANDOM, ORACLE = "random", "oracle"
+Scores = npt.NDArray[np.float64]
+
+
+def picks(segs: Sequence[Segment], score: npt.NDArray[np.floating]) -> npt.NDArray[np.intp]:
+    """The row each segment's selector picks: its highest score (first on ties)."""
+    return np.array([s.rows[int(np.argmax(score[s.rows]))] for s in segs], np.intp)
+
+
+def genuine_pairs(segs: Sequence[Segment]) -> list[tuple[int, int]]:
+    """Every pair (i < j) of segments of the same person."""
+    return [(i, j) for i in range(len(segs)) for j in range(i + 1, len(segs))
+            if segs[i].identity == segs[j].identity]
+
+
+def impostor_threshold(emb: npt.NDArray[np.float32], identity: Sequence[str],
+                       fmr: float = FMR) -> float:
+    """Similarity exceeded by a fraction ``fmr`` of all crop pairs of different people."""
+    ids = np.array(identity)
+    vals = []
+    for s in range(0, len(emb), 1024):
+        sims = emb[s : s + 1024] @ emb.T
+        other = ids[s : s + 1024, None] != ids[None, :]
+        upper = np.arange(s, s + len(sims))[:, None] < np.arange(len(emb))[None, :]
+        vals.append(sims[other & upper])
+    imp = np.concatenate(vals)
+    if imp.size == 0:
+        raise SystemExit("the impostor threshold needs at least two people in a half")
+    return float(np.quantile(imp, 1.0 - fmr))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One selector under one comparator: mean genuine similarity, verification rate."""
+
+    similarity: float
+    verification: float
+
+
+def pair_weights(segs: Sequence[Segment], pairs: Sequence[tuple[int, int]]
+                 ) -> npt.NDArray[np.float64]:
+    """Each person counts once: a pair's weight is 1 / (that person's pairs). Pairs grow
+    with the square of a clip's length, so a long clip would otherwise decide alone."""
+    per: dict[str, int] = {}
+    for i, _ in pairs:
+        per[segs[i].identity] = per.get(segs[i].identity, 0) + 1
+    w = np.array([1.0 / per[segs[i].identity] for i, _ in pairs], np.float64)
+    out: npt.NDArray[np.float64] = w / w.sum()
+    return out
+
+
+def compare(emb: npt.NDArray[np.float32], segs: Sequence[Segment],
+            pairs: Sequence[tuple[int, int]], chosen: Mapping[str, npt.NDArray[np.intp]],
+            threshold: float) -> dict[str, Outcome]:
+    """Every selector's outcome on the genuine ``pairs`` (each person weighted equally,
+    :func:`pair_weights`), plus ``random`` (the expectation over every crop pair of the
+    two segments) and ``oracle`` (their best crop pair)."""
+    sims: dict[str, list[float]] = {k: [] for k in chosen}
+    rnd_sim, rnd_ver, ora_sim = [], [], []
+    for i, j in pairs:
+        block = emb[segs[i].rows] @ emb[segs[j].rows].T
+        for k, rows in chosen.items():
+            sims[k].append(float(emb[rows[i]] @ emb[rows[j]]))
+        rnd_sim.append(float(block.mean()))
+        rnd_ver.append(float((block >= threshold).mean()))
+        ora_sim.append(float(block.max()))
+    w = pair_weights(segs, pairs)
+
+    def outcome(sim: list[float], ver: npt.NDArray[np.floating] | npt.NDArray[np.bool_]
+                ) -> Outcome:
+        return Outcome(float(w @ np.array(sim)), float(w @ ver.astype(np.float64)))
+
+    out = {k: outcome(v, np.array(v) >= threshold) for k, v in sims.items()}
+    out[RANDOM] = outcome(rnd_sim, np.array(rnd_ver))
+    out[ORACLE] = outcome(ora_sim, np.array(ora_sim) >= threshold)
+    return out
+
+
+def headroom(selector: float, random: float, oracle: float) -> float:
+    """Share of the gap between random picks and the best picks that a selector closes."""
+    gap = oracle - random
+    return (selector - random) / gap if gap > 0 else float("nan")
+
+
+def baseline_scores(items: ClipCrops) -> dict[str, Scores]:
+    """Per-crop scores of the trivial selectors (higher = picked first)."""
+    from stream_gate.stages.align_score.heuristic import HeuristicScorer, sharpness
+
+    marks = list(items.landmarks)
+    box = items.box.astype(np.float64)
+    return {
+        "heuristic": HeuristicScorer().score(list(items.crops), marks).quality.astype(float),
+        "largest face": (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]),
+        "detector score": items.det_score.astype(np.float64),
+        "Laplacian": np.array([sharpness(cv2.cvtColor(c, cv2.COLOR_BGR2GRAY))
+                               for c in items.crops]),
+    }
+
+
+def model_scores(items: ClipCrops, model: str) -> tuple[str, Scores]:
+    """(name@version, quality of every crop) of a shipped model name or manifest path."""
+    from stream_gate.stages.align_score.learned import CrFiqaScorer
+
+    scorer = CrFiqaScorer.load(model)
+    q = [scorer.score(list(items.crops[s : s + 256]), list(items.landmarks[s : s + 256]))
+         .quality for s in range(0, len(items), 256)]
+    return scorer.name, np.concatenate(q).astype(np.float64) if q else np.zeros(0)
+
+
+def contact_sheet(items: ClipCrops, segs: Sequence[Segment],
+                  chosen: Mapping[str, npt.NDArray[np.intp]], path: Path,
+                  per_identity: int = 3, thumb: int = 80) -> int:
+    """A PNG of the picks: one row per segment (at most ``per_identity`` a person, spread
+    over the clip), one column per selector; the selectors' names on top. Returns rows."""
+    by_id: dict[str, list[int]] = {}
+    for i, s in enumerate(segs):
+        by_id.setdefault(s.identity, []).append(i)
+    rows = [r for ident in sorted(by_id) for r in
+            np.array(by_id[ident])[np.unique(np.linspace(0, len(by_id[ident]) - 1,
+                                                         per_identity).round().astype(int))]]
+    label_w, head_h = 170, 34
+    names = list(chosen)
+    sheet = np.full((head_h + thumb * len(rows), label_w + thumb * len(names), 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for c, name in enumerate(names):
+        for k, word in enumerate(name.split(" ")[:2]):
+            cv2.putText(sheet, word[:11], (label_w + c * thumb + 2, 14 + 14 * k), font, 0.38,
+                        (0, 0, 0), 1, cv2.LINE_AA)
+    for r, si in enumerate(rows):
+        s = segs[si]
+        y = head_h + r * thumb
+        cv2.putText(sheet, s.identity[:22], (4, y + 30), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(sheet, f"t{s.track} seg {s.index} ({len(s.rows)})", (4, y + 50), font,
+                    0.35, (80, 80, 80), 1, cv2.LINE_AA)
+        for c, name in enumerate(names):
+            crop = cv2.resize(items.crops[chosen[name][si]], (thumb, thumb),
+                              interpolation=cv2.INTER_AREA)
+            sheet[y : y + thumb, label_w + c * thumb : label_w + (c + 1) * thumb] = crop
+    cv2.imwrite(str(path), sheet)
+    return len(rows)
+
+
+Embedder = Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float32]]
+
+
+def run_benchmark(items: ClipCrops, scores: Mapping[str, Scores],
+                  embs: Mapping[str, npt.NDArray[np.float32]], segment_s: float,
+                  out: Path | None = None) -> dict[str, Any]:
+    """Every selector under every comparator on each half; sheets into ``out``."""
+    segs_all = segments(items, segment_s)
+    report: dict[str, Any] = {}
+    for split in SPLITS:
+        segs = [s for s in segs_all if s.split == split]
+        if not segs:
+            continue
+        rows = np.unique(np.concatenate([s.rows for s in segs]))
+        pairs = genuine_pairs(segs)
+        chosen = {name: picks(segs, sc) for name, sc in scores.items()}
+        half: dict[str, Any] = {
+            "identities": sorted({s.identity for s in segs}),
+            "clips": sorted({s.clip for s in segs}), "segments": len(segs),
+            "crops": len(rows), "genuine_pairs": len(pairs), "comparators": {}}
+        for comp, emb in embs.items():
+            thr = impostor_threshold(emb[rows], [items.identity[r] for r in rows])
+            res = compare(emb, segs, pairs, chosen, thr)
+            rnd, ora = res[RANDOM], res[ORACLE]
+            half["comparators"][comp] = {"threshold": round(thr, 5), "selectors": {
+                k: {"similarity": round(v.similarity, 4),
+                    "verification": round(v.verification, 4),
+                    "headroom_similarity": round(headroom(v.similarity, rnd.similarity,
+                                                          ora.similarity), 4),
+                    "headroom_verification": round(headroom(
+                        v.verification, rnd.verification, ora.verification), 4)}
+                for k, v in res.items()}}
+        if out is not None:
+            half["contact_sheet"] = str(out / f"picks-{split}.png")
+            contact_sheet(items, segs, chosen, out / f"picks-{split}.png")
+        report[split] = half
+    return report
+
+
+def table(report: Mapping[str, Any]) -> str:
+    """Markdown: per half and comparator, one row per selector."""
+    lines = []
+    for split, half in report.items():
+        for comp, res in half["comparators"].items():
+            lines += [f"### {split}: comparator {comp} ({len(half['identities'])} people, "
+                      f"{half['segments']} segments, {half['genuine_pairs']} genuine pairs, "
+                      f"threshold {res['threshold']:.3f} at FMR {FMR:g})", "",
+                      "| selector | mean genuine sim | headroom (sim) | VR @ FMR 1e-2 "
+                      "| headroom (VR) |", "|---|---|---|---|---|"]
+            for k, v in res["selectors"].items():
+                lines.append(f"| {k} | {v['similarity']:.4f} | {v['headroom_similarity']:.3f}"
+                             f" | {v['verification']:.4f} | {v['headroom_verification']:.3f} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_path: Path,
+                   comparators: Sequence[str], out: Path, fps: float = 10.0,
+                   segment_s: float = 1.5, gallery: Path | None = None,
+                   gallery_min_sim: float = 0.45) -> dict[str, Any]:
+    """The whole benchmark: dumps (cached), crops, scores, embeddings, report, sheets."""
+    from stream_gate.log import setup_logging
+    from trainer.recognisers import DlibRecogniser, OnnxRecogniser
+
+    setup_logging("warning")
+    out.mkdir(parents=True, exist_ok=True)
+    clips = load_clips(clip_list, media)
+    parts = []
+    for n, clip in enumerate(clips, 1):
+        print(f"[{n}/{len(clips)}] pipeline on {clip.path.name}", flush=True)
+        parts.append(load_dump(dump_clip(clip, out / "dump", fps), clip))
+    items = ClipCrops.concat(parts)
+    print(f"{len(items)} scored crops in {len(set(items.clip))} clips", flush=True)
+    teacher = OnnxRecogniser(teacher_path)
+    t_emb = teacher.embed(items.crops, progress="teacher")
+    if any(not c.identity for c in clips):
+        gal = read_gallery(gallery) if gallery is not None else {}
+        centres = {k: _mean_embedding(teacher, v) for k, v in gal.items()}
+        keep = name_tracks(items, t_emb, centres, gallery_min_sim,
+                           {c.identity: c.split for c in clips if c.identity})
+        items, t_emb = items.subset(keep), t_emb[keep]
+    embs: dict[str, npt.NDArray[np.float32]] = {}
+    if "teacher" in comparators:
+        embs["teacher"] = t_emb
+    if "dlib" in comparators:
+        embs["dlib"] = DlibRecogniser().embed(items.crops, progress="dlib")
+    scores: dict[str, Scores] = {}
+    for m in models:
+        name, q = model_scores(items, m)
+        scores[name] = q
+    scores.update(baseline_scores(items))
+    report = run_benchmark(items, scores, embs, segment_s, out)
+    summary = {"clip_list": str(clip_list), "fps": fps, "segment_s": segment_s,
+               "models": list(scores)[: len(models)], "halves": report}
+    (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    text = table(report)
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+    print(f"results: {out / 'results.json'}; picks: {out}/picks-*.png")
+    return summary
+
+
+def _mean_embedding(teacher: Any, photos: Sequence[Path]) -> npt.NDArray[np.float32]:
+    """The L2-normalised mean embedding of a gallery person's aligned photos."""
+    from trainer.data import align_photos
+
+    crops = align_photos(list(photos))
+    if len(crops) == 0:
+        raise SystemExit(f"gallery: no face found in {photos[0].parent}")
+    e = teacher.embed(crops).mean(axis=0)
+    out: npt.NDArray[np.float32] = (e / np.linalg.norm(e)).astype(np.float32)
+    return out
