@@ -16,9 +16,14 @@ from stream_gate.stages.align_score.heuristic import sharpness  # noqa: E402
 from stream_gate.stages.align_score.learned import CrFiqaScorer, to_model_input  # noqa: E402
 from trainer.cr import certainty_ratio, identity_centres  # noqa: E402
 from trainer.data import split_of  # noqa: E402
-from trainer.degrade import DEGRADATIONS, random_degradation  # noqa: E402
-from trainer.distill import loo_certainty_ratio  # noqa: E402
-from trainer.evaluate import DISCARD, edc, pauc  # noqa: E402
+from trainer.degrade import (  # noqa: E402
+    DEGRADATIONS,
+    FAMILIES,
+    kinds_without,
+    random_degradation,
+)
+from trainer.distill import holdout_of, loo_certainty_ratio  # noqa: E402
+from trainer.evaluate import DISCARD, _items, edc, pauc, protocol  # noqa: E402
 from trainer.export import fit_calibration, isotonic  # noqa: E402
 from trainer.jitter import jitter_alignment, jitter_batch  # noqa: E402
 
@@ -177,3 +182,41 @@ def test_tiny_end_to_end_training_run(tmp_path: Path) -> None:
     scores = scorer.score(list(crops), [np.zeros((5, 2), np.float32)] * 4)
     assert scores.quality.shape == (4,) and np.all((scores.quality >= 0) & (scores.quality <= 100))
     assert to_model_input(crops).shape == (4, 3, 112, 112)
+
+
+def test_degradations_drawn_from_a_family_alone(face: np.ndarray) -> None:
+    for seed in range(20):
+        _, how = random_degradation(face, seed, mix_prob=1.0, kinds=FAMILIES["jpeg"])
+        assert [k for k, _ in how.steps] == ["jpeg"]  # one kind: nothing to stack
+    assert set(kinds_without("blur")) == set(DEGRADATIONS) - {"gaussian_blur", "motion_blur"}
+    assert kinds_without(None) == tuple(DEGRADATIONS)
+    with pytest.raises(SystemExit, match="unknown degradation family"):
+        kinds_without("fog")
+    # Without `kinds`, the draw is the one the shipped model was trained on.
+    a, how_a = random_degradation(face, 77)
+    b, how_b = random_degradation(face, 77, kinds=tuple(DEGRADATIONS))
+    assert how_a == how_b and np.array_equal(a, b)
+
+
+def test_hard_protocol_items_hold_out_identities_and_keep_30_percent_clean(
+        face: np.ndarray) -> None:
+    from trainer.data import Sample
+
+    names = [f"person_{i}" for i in range(40)]
+    samples = [Sample(i, names[i // 3], "", [[0.0, 0.0]] * 5, 1.0, "val")
+               for i in range(len(names) * 3)]
+    crops = np.repeat(face[None], len(samples), axis=0)
+    hard = protocol("hard")
+    items, owners, _ = _items(crops, samples, 10, 4, hard)
+    assert {holdout_of(s.identity) for s in owners} == {"test"}
+    assert len(items) == 4 * len({s.index for s in owners})  # no extra clean photo
+    clean = np.mean([np.array_equal(im, face) for im in items])
+    assert 0.2 < clean < 0.4
+    only = protocol("hard", only="low_light", half="val")
+    items, owners, _ = _items(crops, samples, 10, 2, only)
+    assert {holdout_of(s.identity) for s in owners} == {"val"}
+    assert all(im.mean() <= face.mean() + 1 for im in items)  # darker or clean, never more
+    standard = protocol("standard")
+    items, owners, _ = _items(crops, samples, 10, 2, standard)
+    assert len({s.identity for s in owners}) == len(names)
+    assert np.array_equal(items[0], face) and not np.array_equal(items[1], face)

@@ -7,6 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
+from trainer.degrade import FAMILIES
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -26,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     dd.add_argument("--out", type=Path, default=Path("work/distill"))
     dd.add_argument("--k", type=int, default=3, help="degraded copies per photo")
     dd.add_argument("--seed", type=int, default=0)
+    dd.add_argument("--exclude", choices=sorted(FAMILIES),
+                    help="leave one degradation family out of training (then evaluate "
+                         "--protocol hard --only it)")
+    dd.add_argument("--hold-out-test", action="store_true",
+                    help="leave the test half of the validation identities out (they stay "
+                         "unseen for `evaluate --protocol hard`)")
 
     tr = sub.add_parser("train", help="train a quality model")
     tr.add_argument("--mode", choices=["distill", "joint"], default="distill")
@@ -56,14 +64,22 @@ def main(argv: list[str] | None = None) -> int:
 
     ev = sub.add_parser("evaluate", help="EDC / pAUC against baselines on held-out identities")
     ev.add_argument("--prepared", type=Path, default=Path("work/lfw"))
-    ev.add_argument("--model", default="cr-fiqa-s", help="shipped name or manifest path")
+    ev.add_argument("--model", action="append",
+                    help="shipped name or manifest path; repeat to compare several "
+                         "(default: cr-fiqa-s)")
     ev.add_argument("--teacher", type=Path, default=SHARED / "models" / "mobilefacenet_128d.onnx")
     ev.add_argument("--comparator", action="append", choices=["teacher", "dlib"],
                     help="repeat for several (default: both)")
     ev.add_argument("--max-per-identity", type=int, default=10)
     ev.add_argument("--k", type=int, default=2, help="degraded copies per photo")
-    ev.add_argument("--max-severity", type=float, default=0.6,
-                    help="degradation severity range [0.05, this] (1.0 = the training range)")
+    ev.add_argument("--protocol", choices=["standard", "hard"], default="standard",
+                    help="standard: the v1 card's set (severity ≤ 0.6, all validation "
+                         "identities); hard: full severity, mixed, 30 %% clean, other seeds, "
+                         "the held-out test half of the validation identities")
+    ev.add_argument("--only", choices=sorted(FAMILIES),
+                    help="degrade with this family alone (leave-one-degradation-out test)")
+    ev.add_argument("--half", choices=["all", "val", "test"],
+                    help="which validation identities (default: the protocol's)")
     ev.add_argument("--out", type=Path, default=Path("work/eval"))
     vv = sub.add_parser("evaluate-video", help="real-video benchmark: each selector's pick "
                         "per 1.5-s segment of a person, judged by recognisers")
@@ -105,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(listed in {args.out / 'undetected.txt'})")
     elif args.cmd == "distill-data":
         from trainer.data import load_prepared
+        from trainer.degrade import kinds_without
         from trainer.distill import build, write_summary
         from trainer.recognisers import OnnxRecogniser
 
@@ -113,9 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         sets = {}
         for split in ("train", "val"):
-            sets[split] = build(crops, samples, split, teacher, args.k, args.seed)
+            sets[split] = build(crops, samples, split, teacher, args.k, args.seed,
+                                kinds=kinds_without(args.exclude),
+                                hold_out_test=args.hold_out_test)
             sets[split].save(args.out / split)
-        write_summary(args.out / "summary.json", sets, teacher.name, args.k)
+        write_summary(args.out / "summary.json", sets, teacher.name, args.k,
+                      excluded=args.exclude, hold_out_test=args.hold_out_test)
         print((args.out / "summary.json").read_text())
     elif args.cmd == "train":
         from trainer.train import TrainConfig, train_distill, train_joint
@@ -139,10 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         videos = sorted(p for p in args.media.iterdir() if p.suffix in (".mp4", ".mkv"))
         print(json.dumps(build(videos, args.out, args.min_recall), indent=1))
     elif args.cmd == "evaluate":
-        from trainer.evaluate import evaluate
+        from trainer.evaluate import evaluate, protocol
 
-        evaluate(args.prepared, args.model, args.teacher, args.comparator or ["teacher", "dlib"],
-                 args.max_per_identity, args.k, args.out, args.max_severity)
+        evaluate(args.prepared, args.model or ["cr-fiqa-s"], args.teacher,
+                 args.comparator or ["teacher", "dlib"], args.max_per_identity, args.k,
+                 args.out, protocol(args.protocol, args.only, args.half))
     return 0
 
 

@@ -114,20 +114,40 @@ def apply(img: Image, steps: tuple[tuple[str, float], ...], rng: np.random.Gener
     return img
 
 
+# Families for leave-one-degradation-out runs: train without one, test on it alone.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "blur": ("gaussian_blur", "motion_blur"),
+    "noise": ("noise",),
+    "jpeg": ("jpeg",),
+    "downscale": ("downscale",),
+    "low_light": ("low_light",),
+    "over_exposure": ("over_exposure",),
+    "occlusion": ("occlusion",),
+}
+
+
+def kinds_without(family: str | None) -> tuple[str, ...]:
+    """Every degradation kind but those of ``family`` (None: every kind)."""
+    if family is not None and family not in FAMILIES:
+        raise SystemExit(f"unknown degradation family {family!r}; one of {sorted(FAMILIES)}")
+    drop = FAMILIES.get(family or "", ())
+    return tuple(k for k in DEGRADATIONS if k not in drop)
+
+
 def random_degradation(
     img: Image, seed: int, mix_prob: float = 0.3, clean_prob: float = 0.0,
-    max_severity: float = 1.0,
+    max_severity: float = 1.0, kinds: tuple[str, ...] | None = None,
 ) -> tuple[Image, Applied]:
     """Degrade ``img`` reproducibly: same ``seed`` -> same kinds, severities and pixels.
 
     Severities are uniform in [0.05, ``max_severity``]; with ``mix_prob`` two kinds are
-    stacked.
+    stacked (one when ``kinds``, the kinds to draw from, has only one).
     """
     rng = np.random.default_rng(seed)
     if rng.random() < clean_prob:
         return img.copy(), Applied(())
-    kinds = list(DEGRADATIONS)
-    n = 2 if rng.random() < mix_prob else 1
-    chosen = rng.choice(len(kinds), size=n, replace=False)
-    steps = tuple((kinds[int(i)], float(rng.uniform(0.05, max_severity))) for i in chosen)
+    pool = list(kinds) if kinds is not None else list(DEGRADATIONS)
+    n = min(2 if rng.random() < mix_prob else 1, len(pool))
+    chosen = rng.choice(len(pool), size=n, replace=False)
+    steps = tuple((pool[int(i)], float(rng.uniform(0.05, max_severity))) for i in chosen)
     return apply(img, steps, rng), Applied(steps)

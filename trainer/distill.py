@@ -10,6 +10,7 @@ single-photo identities included. CR = CCS / (NNCCS + 1 + ε) is the regression 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,6 +26,15 @@ from trainer.data import Sample
 from trainer.degrade import random_degradation
 
 EVAL_SEED_OFFSET = 1_000_000_000  # evaluation degradations never reuse training seeds
+HARD_SEED_OFFSET = 1_500_000_000  # nor does the harder benchmark reuse the standard one's
+
+
+def holdout_of(identity: str) -> str:
+    """The half of a validation identity: ``val`` (choosing epochs, models, calibration)
+    or ``test`` (held out for the reported figures). A salted hash, independent of the
+    train/validation draw."""
+    h = int(hashlib.sha1(f"holdout:{identity}".encode()).hexdigest()[:8], 16)
+    return "test" if h % 2 else "val"
 
 
 class Embedder(Protocol):
@@ -93,9 +103,14 @@ def loo_certainty_ratio(
 
 
 def build(crops: npt.NDArray[np.uint8], samples: list[Sample], split: str, teacher: Embedder,
-          k_degraded: int, seed: int, seed_offset: int = 0, clean: bool = True) -> DistillSet:
-    """Clean + ``k_degraded`` degraded copies of every multi-photo identity of ``split``."""
-    side = [s for s in samples if s.split == split]
+          k_degraded: int, seed: int, seed_offset: int = 0, clean: bool = True,
+          kinds: tuple[str, ...] | None = None, hold_out_test: bool = False) -> DistillSet:
+    """Clean + ``k_degraded`` degraded copies of every multi-photo identity of ``split``
+    (degradations drawn from ``kinds``, default all). ``hold_out_test``: the validation
+    identities of :func:`holdout_of`'s ``test`` half are left out (kept for the reported
+    figures)."""
+    side = [s for s in samples if s.split == split
+            and not (hold_out_test and split == "val" and holdout_of(s.identity) == "test")]
     by_id: dict[str, list[Sample]] = defaultdict(list)
     for s in side:
         by_id[s.identity].append(s)
@@ -117,7 +132,8 @@ def build(crops: npt.NDArray[np.uint8], samples: list[Sample], split: str, teach
             degraded.append(False)
             j += 1
         for k in range(k_degraded):
-            out_crops[j] = random_degradation(img, seed_offset + seed * 7919 + s.index * 97 + k)[0]
+            out_crops[j] = random_degradation(img, seed_offset + seed * 7919 + s.index * 97 + k,
+                                              kinds=kinds)[0]
             source.append(s.index)
             degraded.append(True)
             j += 1
@@ -128,9 +144,11 @@ def build(crops: npt.NDArray[np.uint8], samples: list[Sample], split: str, teach
     return DistillSet(out_crops, cr, ccs, nnccs, src, ident, np.array(degraded))
 
 
-def write_summary(path: Path, sets: dict[str, DistillSet], teacher: str, k: int) -> None:
+def write_summary(path: Path, sets: dict[str, DistillSet], teacher: str, k: int,
+                  excluded: str | None = None, hold_out_test: bool = False) -> None:
     summary = {
-        "teacher": teacher, "k_degraded": k,
+        "teacher": teacher, "k_degraded": k, "excluded_family": excluded,
+        "hold_out_test": hold_out_test,
         **{name: {"samples": len(d.cr), "identities": len(np.unique(d.identity)),
                   "cr_mean": float(d.cr.mean()), "cr_std": float(d.cr.std())}
            for name, d in sets.items()},

@@ -206,7 +206,8 @@ def run_benchmark(items: ClipCrops, scores: Mapping[str, Scores],
         half: dict[str, Any] = {
             "identities": sorted({s.identity for s in segs}),
             "clips": sorted({s.clip for s in segs}), "segments": len(segs),
-            "crops": len(rows), "genuine_pairs": len(pairs), "comparators": {}}
+            "crops": len(rows), "genuine_pairs": len(pairs),
+            "tracks": {f"{s.clip}/{s.track}": s.identity for s in segs}, "comparators": {}}
         for comp, emb in embs.items():
             thr = impostor_threshold(emb[rows], [items.identity[r] for r in rows])
             res = compare(emb, segs, pairs, chosen, thr)

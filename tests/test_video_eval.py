@@ -1,0 +1,194 @@
+"""The real-video benchmark (``python -m trainer evaluate-video``): segments, picks, the
+headroom arithmetic on a case worked by hand, the clip list's errors, and the whole run
+on two short real clips (one of them several people named by a gallery)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("torch", reason="the trainer needs the `train` extra (torch)")
+
+from trainer.realvideo import ClipCrops, Segment, load_clips, segments
+from trainer.video_eval import (
+    ORACLE,
+    RANDOM,
+    compare,
+    genuine_pairs,
+    headroom,
+    pair_weights,
+    picks,
+)
+
+from .conftest import SHARED
+
+
+def _items(t: list[float], identity: list[str], track: list[int] | None = None) -> ClipCrops:
+    n = len(t)
+    return ClipCrops(
+        crops=np.zeros((n, 112, 112, 3), np.uint8), clip=[f"c_{i}" for i in identity],
+        track=np.array(track or [1] * n), t=np.array(t), frame_index=np.arange(n),
+        det_score=np.ones(n, np.float32), box=np.zeros((n, 4), np.float32),
+        landmarks=np.zeros((n, 5, 2), np.float32), identity=list(identity),
+        split=["test"] * n)
+
+
+def _unit(deg: list[float]) -> np.ndarray:
+    a = np.radians(deg)
+    return np.stack([np.cos(a), np.sin(a)], 1).astype(np.float32)
+
+
+def test_segments_cut_tracks_by_media_time_and_drop_single_crops() -> None:
+    items = _items([0.0, 0.5, 1.6, 1.7, 3.5, 0.2, 0.4], ["a"] * 5 + ["b"] * 2)
+    segs = segments(items, segment_s=1.5, min_crops=2)
+    got = [(s.identity, s.index, s.rows.tolist()) for s in segs]
+    # a: [0, 1.5) holds rows 0-1, [1.5, 3) rows 2-3, [3, 4.5) row 4 alone: left out.
+    assert got == [("a", 0, [0, 1]), ("a", 1, [2, 3]), ("b", 0, [5, 6])]
+
+
+def test_headroom_and_verification_worked_by_hand() -> None:
+    # Two people, two segments each, two crops a segment; embeddings at these angles:
+    # a: segment 0 at 0° and 60°, segment 1 at 0° and 90°; b the same turned by 180°.
+    items = _items([0, 0.1, 2, 2.1] * 2, ["a"] * 4 + ["b"] * 4)
+    emb = _unit([0, 60, 0, 90, 180, 240, 180, 270])
+    segs = segments(items, 1.5)
+    pairs = genuine_pairs(segs)
+    assert pairs == [(0, 1), (2, 3)]
+    good = picks(segs, np.array([1, 0, 1, 0] * 2))   # 0° with 0°: similarity 1
+    bad = picks(segs, np.array([0, 1, 0, 1] * 2))    # 60° with 90°: cos 30°
+    assert good.tolist() == [0, 2, 4, 6] and bad.tolist() == [1, 3, 5, 7]
+    res = compare(emb, segs, pairs, {"good": good, "bad": bad}, threshold=0.9)
+    # Random: the mean of the four crop pairs cos 0°, cos 90°, cos 60°, cos 30°.
+    rnd = (1 + 0 + 0.5 + math.sqrt(3) / 2) / 4
+    assert res[RANDOM].similarity == pytest.approx(rnd, abs=1e-6)
+    assert res[ORACLE].similarity == pytest.approx(1.0, abs=1e-6)
+    assert res["good"].similarity == pytest.approx(1.0, abs=1e-6)
+    assert res["bad"].similarity == pytest.approx(math.sqrt(3) / 2, abs=1e-6)
+    # At threshold 0.9 only the 0°/0° pair verifies: random 1 in 4, bad never.
+    assert res[RANDOM].verification == pytest.approx(0.25)
+    assert res["bad"].verification == 0.0 and res["good"].verification == 1.0
+    assert headroom(res["good"].similarity, rnd, 1.0) == pytest.approx(1.0, abs=1e-6)
+    assert headroom(res["bad"].similarity, rnd, 1.0) == pytest.approx(
+        (math.sqrt(3) / 2 - rnd) / (1 - rnd), abs=1e-6)
+    assert headroom(0.0, 0.25, 1.0) == pytest.approx(-1 / 3)
+    assert math.isnan(headroom(0.5, 0.7, 0.7))  # no gap: no share to speak of
+
+
+def test_every_person_weighs_the_same_however_long_their_clip() -> None:
+    rows = np.array([0])
+    segs = [Segment("a", "test", "c", 1, k, rows) for k in range(4)] + \
+           [Segment("b", "test", "c", 2, k, rows) for k in range(2)]
+    pairs = genuine_pairs(segs)
+    assert len(pairs) == 6 + 1
+    w = pair_weights(segs, pairs)
+    assert w[:6] == pytest.approx([1 / 12] * 6) and w[6] == pytest.approx(0.5)
+
+
+def test_clip_list_errors_name_the_entry(tmp_path: Path) -> None:
+    video = tmp_path / "one.mp4"
+    video.write_bytes(b"")
+    cases = {
+        'file = "one.mp4"\nidentity = "x"\ncolour = 1': "clips.0: unknown key 'colour'",
+        'identity = "x"': "clips.0: 'file' is missing",
+        'file = "gone.mp4"\nidentity = "x"': "clips.0.file:",
+        'file = "one.mp4"': "either 'identity'",
+        'file = "one.mp4"\nidentity = "x"\nsplit = "train"': "clips.0.split",
+    }
+    for body, message in cases.items():
+        (tmp_path / "c.toml").write_text("[[clips]]\n" + body + "\n")
+        with pytest.raises(SystemExit, match=message.replace("(", r"\(")):
+            load_clips(tmp_path / "c.toml", tmp_path)
+    (tmp_path / "two.mp4").write_bytes(b"")
+    (tmp_path / "c.toml").write_text('[[clips]]\nfile = "one.mp4"\nidentity = "x"\nsplit = '
+                                     '"dev"\n[[clips]]\nfile = "two.mp4"\nidentity = "x"\n'
+                                     'split = "test"\n')
+    with pytest.raises(SystemExit, match="'x' is in both halves"):
+        load_clips(tmp_path / "c.toml", tmp_path)
+
+
+def _frames(path: Path, start: int, count: int, size: int) -> list[np.ndarray]:
+    out = []
+    with av.open(str(path)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i >= start + count:
+                break
+            if i >= start:
+                out.append(cv2.resize(f.to_ndarray(format="bgr24"), (size, size)))
+    return out
+
+
+def _write(path: Path, frames: list[np.ndarray], fps: int = 25) -> None:
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = "yuv420p"
+        for f in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="bgr24")))
+        c.mux(s.encode())
+
+
+@pytest.mark.slow
+def test_benchmark_on_real_clips_with_a_gallery(tmp_path: Path) -> None:
+    """Two people cut from real clips, each alone in a clip and side by side in a third
+    one named by a gallery of other frames of them: the report has every selector, the
+    ceiling and floor where they belong, a contact sheet, and a second run reuses the
+    pipeline's dumps."""
+    from trainer.__main__ import main as trainer_main
+
+    media = SHARED / "media"
+    teacher = SHARED / "models" / "mobilefacenet_128d.onnx"
+    a_src, b_src = media / "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4", \
+        media / "liveportrait_d19.mp4"
+    for p in (a_src, b_src, teacher):
+        if not p.exists():
+            pytest.skip(f"{p} is absent: tests that need ../shared/data skip without it")
+    a, b = _frames(a_src, 0, 75, 256), _frames(b_src, 0, 75, 256)
+    _write(tmp_path / "a.mp4", a)
+    _write(tmp_path / "b.mp4", b)
+    _write(tmp_path / "ab.mp4", [np.hstack([x, y]) for x, y in zip(a, b, strict=True)])
+    gallery = tmp_path / "gallery"
+    for name, src in (("person_a", a_src), ("person_b", b_src)):
+        (gallery / name).mkdir(parents=True)
+        for k, frame in enumerate(_frames(src, 150, 40, 256)[::20]):
+            cv2.imwrite(str(gallery / name / f"{k}.jpg"), frame)
+    clips = tmp_path / "clips.toml"
+    clips.write_text('[[clips]]\nfile = "a.mp4"\nidentity = "person_a"\nsplit = "test"\n'
+                     '[[clips]]\nfile = "b.mp4"\nidentity = "person_b"\nsplit = "test"\n'
+                     '[[clips]]\nfile = "ab.mp4"\ngallery = true\n')
+    out = tmp_path / "out"
+    args = ["evaluate-video", "--clips", str(clips), "--media", str(tmp_path), "--teacher",
+            str(teacher), "--comparator", "teacher", "--fps", "5", "--out", str(out),
+            "--gallery", str(gallery)]
+    assert trainer_main(args) == 0
+    result = json.loads((out / "results.json").read_text())
+    half = result["halves"]["test"]
+    assert set(half) >= {"identities", "segments", "genuine_pairs", "comparators"}
+    assert half["identities"] == ["person_a", "person_b"]
+    assert "ab" in half["clips"]  # the side-by-side clip's tracks were named
+    sel = half["comparators"]["teacher"]["selectors"]
+    assert set(sel) == {"cr-fiqa-s@1", "heuristic", "largest face", "detector score",
+                        "Laplacian", RANDOM, ORACLE}
+    for name, v in sel.items():
+        assert v["similarity"] <= sel[ORACLE]["similarity"] + 1e-9, name
+    assert sel[ORACLE]["headroom_similarity"] == 1.0 and sel[RANDOM]["headroom_similarity"] == 0
+    sheet = cv2.imread(str(out / "picks-test.png"))
+    assert sheet is not None and sheet.shape[1] > 5 * 80  # a column per picking selector
+    # The gallery named each side of the side-by-side clip after the right person.
+    dump = out / "dump" / "ab"
+    left: dict[int, list[bool]] = {}
+    for meta in dump.glob("ab_t*.json"):
+        m = json.loads(meta.read_text())
+        left.setdefault(int(m["track_id"]), []).append(json.loads(m["bbox"])[0] < 256)
+    named = {int(k.split("/")[1]): v for k, v in half["tracks"].items() if k.startswith("ab/")}
+    assert set(named.values()) == {"person_a", "person_b"}
+    for track, who in named.items():
+        assert all(left[track]) == (who == "person_a") and any(left[track]) == all(left[track])
+    done = (dump / "done.json").stat().st_mtime_ns
+    assert trainer_main(args) == 0  # same clips and settings: the dumps are reused
+    assert (dump / "done.json").stat().st_mtime_ns == done
