@@ -98,7 +98,7 @@ def test_clip_list_errors_name_the_entry(tmp_path: Path) -> None:
         'identity = "x"': "clips.0: 'file' is missing",
         'file = "gone.mp4"\nidentity = "x"': "clips.0.file:",
         'file = "one.mp4"': "either 'identity'",
-        'file = "one.mp4"\nidentity = "x"\nsplit = "train"': "clips.0.split",
+        'file = "one.mp4"\nidentity = "x"\nsplit = "val"': "clips.0.split",
     }
     for body, message in cases.items():
         (tmp_path / "c.toml").write_text("[[clips]]\n" + body + "\n")
@@ -108,7 +108,7 @@ def test_clip_list_errors_name_the_entry(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text('[[clips]]\nfile = "one.mp4"\nidentity = "x"\nsplit = '
                                      '"dev"\n[[clips]]\nfile = "two.mp4"\nidentity = "x"\n'
                                      'split = "test"\n')
-    with pytest.raises(SystemExit, match="'x' is in both halves"):
+    with pytest.raises(SystemExit, match="'x' is in two halves"):
         load_clips(tmp_path / "c.toml", tmp_path)
 
 

@@ -100,11 +100,40 @@ def main(argv: list[str] | None = None) -> int:
     vv.add_argument("--gallery-min-sim", type=float, default=0.45,
                     help="teacher similarity a track's best crop needs to take a name")
     vv.add_argument("--out", type=Path, default=Path("work/eval-video"))
+    rd = sub.add_parser("real-data", help="the real training set: tracked video faces with "
+                        "teacher CR targets (leave-segment-out centres)")
+    rd.add_argument("--clips", type=Path, default=Path(__file__).parent / "clips.toml")
+    rd.add_argument("--media", type=Path, default=SHARED / "media")
+    rd.add_argument("--splits", default="train,dev",
+                    help="clip-list halves to build from (never 'test': it is the "
+                         "benchmark's)")
+    rd.add_argument("--prepared", type=Path, default=Path("work/lfw"),
+                    help="prepared LFW folder: its training identities are negatives")
+    rd.add_argument("--teacher", type=Path, default=SHARED / "models" / "mobilefacenet_128d.onnx")
+    rd.add_argument("--fps", type=float, default=10.0)
+    rd.add_argument("--segment-s", type=float, default=1.5)
+    rd.add_argument("--out", type=Path, default=Path("work/real"))
     qd = sub.add_parser("quantize-detector", help="int8 CenterFace, calibrated and checked")
     qd.add_argument("--media", type=Path, default=SHARED / "media")
     qd.add_argument("--out", type=Path, default=Path("stream_gate/models/centerface-int8.onnx"))
     qd.add_argument("--min-recall", type=float, default=0.98)
     args = p.parse_args(argv)
+    if args.cmd == "real-data":
+        from stream_gate.log import setup_logging
+        from trainer.realset import build_real, lfw_train_centres, write
+        from trainer.recognisers import OnnxRecogniser
+
+        splits = tuple(x.strip() for x in args.splits.split(",") if x.strip())
+        if "test" in splits:
+            raise SystemExit("--splits: 'test' clips are the benchmark's; never train on them")
+        setup_logging("warning")
+        teacher = OnnxRecogniser(args.teacher)
+        data, summary = build_real(args.clips, args.media, splits, teacher,
+                                   lfw_train_centres(args.prepared, teacher),
+                                   args.out, args.fps, args.segment_s)
+        write(data, summary, args.out)
+        print(json.dumps(summary, indent=1))
+        return 0
     if args.cmd == "evaluate-video":
         from trainer.video_eval import evaluate_video
 

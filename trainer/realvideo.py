@@ -58,7 +58,10 @@ def split_of(identity: str) -> str:
 def load_clips(path: Path, media: Path) -> list[Clip]:
     """The clips of a clip-list TOML file (``[[clips]] file, identity, split, gallery``).
 
-    ``file`` is relative to ``media``; errors name the entry and the key.
+    ``file`` is relative to ``media``. ``split``: ``dev`` or ``test`` (benchmark halves,
+    by identity; unset: a hash of the identity) or ``train`` (training only, never
+    benchmarked; without an identity each track is a person of its own). Errors name the
+    entry and the key.
     """
     try:
         data = tomllib.loads(path.read_text())
@@ -74,12 +77,12 @@ def load_clips(path: Path, media: Path) -> list[Clip]:
             raise SystemExit(f"{where}: 'file' is missing")
         gallery = bool(row.get("gallery", False))
         identity = str(row.get("identity", ""))
-        if gallery == bool(identity):
+        split = str(row.get("split", split_of(identity) if identity else "test"))
+        if split not in (*SPLITS, "train"):
+            raise SystemExit(f"{where}.split: {split!r} is not one of {(*SPLITS, 'train')}")
+        if split != "train" and gallery == bool(identity):
             raise SystemExit(f"{where}: give either 'identity' (one person) or "
                              "'gallery = true' (several, named by --gallery)")
-        split = str(row.get("split", split_of(identity) if identity else "test"))
-        if split not in SPLITS:
-            raise SystemExit(f"{where}.split: {split!r} is not one of {SPLITS}")
         clip = Clip(media / row["file"], identity, split)
         if not clip.path.is_file():
             raise SystemExit(f"{where}.file: {clip.path} does not exist")
@@ -95,7 +98,7 @@ def load_clips(path: Path, media: Path) -> list[Clip]:
             sides[c.identity].add(c.split)
     mixed = sorted(k for k, v in sides.items() if len(v) > 1)
     if mixed:
-        raise SystemExit(f"{path}: identity {mixed[0]!r} is in both halves; split by identity")
+        raise SystemExit(f"{path}: identity {mixed[0]!r} is in two halves; split by identity")
     return clips
 
 

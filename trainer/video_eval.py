@@ -254,7 +254,7 @@ def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_
 
     setup_logging("warning")
     out.mkdir(parents=True, exist_ok=True)
-    clips = load_clips(clip_list, media)
+    clips = [c for c in load_clips(clip_list, media) if c.split in SPLITS]
     parts = []
     for n, clip in enumerate(clips, 1):
         print(f"[{n}/{len(clips)}] pipeline on {clip.path.name}", flush=True)
