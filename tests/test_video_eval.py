@@ -192,3 +192,71 @@ def test_benchmark_on_real_clips_with_a_gallery(tmp_path: Path) -> None:
     done = (dump / "done.json").stat().st_mtime_ns
     assert trainer_main(args) == 0  # same clips and settings: the dumps are reused
     assert (dump / "done.json").stat().st_mtime_ns == done
+
+
+def test_real_targets_leave_the_segment_out_and_spare_same_clip_tracks() -> None:
+    from trainer.realset import pseudo_identities, real_targets
+
+    # Clip x: person p, two segments. Clip y: two tracks of one unnamed person (y#1 with
+    # two segments, y#2 with one): the tracker lost and found them again.
+    items = _items([0, 0.1, 2, 2.1, 0, 0.1, 2, 2.1, 5], ["p"] * 4 + [""] * 5,
+                   track=[1, 1, 1, 1, 1, 1, 1, 1, 2])
+    items.clip[4:] = ["y"] * 5
+    pseudo_identities(items)
+    assert items.identity[4:] == ["y#1"] * 4 + ["y#2"]
+    emb = _unit([0, 10, 20, 30, 90, 95, 100, 105, 100])
+    segs = segments(items, 1.5, min_crops=1)
+    lfw = _unit([180])
+    rows, cr, ccs, nnccs = real_targets(emb, items, segs, lfw)
+    assert sorted(rows.tolist()) == list(range(8))  # y#2 has one segment: no target
+    at = {int(r): i for i, r in enumerate(rows)}
+    # Crop 0 (0°) against p's other segment (20°, 30°): their mean direction is 25°.
+    assert ccs[at[0]] == pytest.approx(math.cos(math.radians(25)), abs=1e-5)
+    # Its nearest negative is y#1's centre (90..105°: 97.5°), nearer than LFW's (180°).
+    assert nnccs[at[0]] == pytest.approx(math.cos(math.radians(97.5)), abs=1e-5)
+    # y#1's negatives: p and LFW, never y#2 (same clip, maybe the same person).
+    assert nnccs[at[4]] == pytest.approx(math.cos(math.radians(90 - 15)), abs=1e-5)
+    assert cr[at[0]] == pytest.approx(ccs[at[0]] / (nnccs[at[0]] + 1), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_real_data_builds_a_training_set_from_train_and_dev_clips(tmp_path: Path) -> None:
+    from trainer.__main__ import main as trainer_main
+    from trainer.distill import DistillSet
+
+    media = SHARED / "media"
+    teacher = SHARED / "models" / "mobilefacenet_128d.onnx"
+    lfw = SHARED / "lfw" / "images"
+    srcs = [media / "crowd_walking_1080p.mp4", media / "liveportrait_d19.mp4"]
+    for p in (*srcs, teacher, lfw):
+        if not p.exists():
+            pytest.skip(f"{p} is absent: tests that need ../shared/data skip without it")
+    _write(tmp_path / "crowd.mp4", _frames(srcs[0], 0, 75, 720))
+    frames = _frames(srcs[1], 0, 150, 256)
+    _write(tmp_path / "dev.mp4", frames[:75])
+    _write(tmp_path / "test.mp4", frames[75:])
+    images = tmp_path / "images"
+    for person in ("Aaron_Peirsol", "Abdullah_Gul"):
+        (images / person).mkdir(parents=True)
+        for src in sorted((lfw / person).glob("*.jpg"))[:3]:
+            (images / person / src.name).symlink_to(src)
+    assert trainer_main(["prepare", "--images", str(images), "--out", str(tmp_path / "lfw"),
+                         "--val-fraction", "0"]) == 0
+    clips = tmp_path / "clips.toml"
+    clips.write_text('[[clips]]\nfile = "crowd.mp4"\nsplit = "train"\n'
+                     '[[clips]]\nfile = "dev.mp4"\nidentity = "d19"\nsplit = "dev"\n'
+                     '[[clips]]\nfile = "test.mp4"\nidentity = "d19b"\nsplit = "test"\n')
+    out = tmp_path / "real"
+    base = ["real-data", "--clips", str(clips), "--media", str(tmp_path), "--teacher",
+            str(teacher), "--prepared", str(tmp_path / "lfw"), "--fps", "5", "--out", str(out)]
+    with pytest.raises(SystemExit, match="never train on them"):
+        trainer_main([*base, "--splits", "dev,test"])
+    assert trainer_main(base) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["clips"] == ["crowd.mp4", "dev.mp4"]  # the test clip is never read
+    assert summary["pseudo_identities"] >= 2 and summary["identities"] == \
+        summary["pseudo_identities"] + 1
+    data = DistillSet.load(out / "real")
+    assert data.crops.shape == (summary["samples"], 112, 112, 3)
+    assert np.all(np.isfinite(data.cr)) and not data.degraded.any()
+    assert len(np.unique(data.identity)) == summary["identities"]
