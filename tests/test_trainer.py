@@ -220,3 +220,21 @@ def test_hard_protocol_items_hold_out_identities_and_keep_30_percent_clean(
     items, owners, _ = _items(crops, samples, 10, 2, standard)
     assert len({s.identity for s in owners}) == len(names)
     assert np.array_equal(items[0], face) and not np.array_equal(items[1], face)
+
+
+def test_real_set_is_oversampled_to_its_share_with_its_own_identities() -> None:
+    from trainer.distill import DistillSet
+    from trainer.train import with_real
+
+    def dset(n: int, ids: int, cr: float) -> DistillSet:
+        return DistillSet(np.zeros((n, 112, 112, 3), np.uint8), np.full(n, cr, np.float32),
+                          np.zeros(n, np.float32), np.zeros(n, np.float32), np.arange(n),
+                          np.arange(n) % ids, np.zeros(n, bool))
+
+    both = with_real(dset(30, 6, 0.3), dset(5, 2, 0.6), share=0.25)
+    real = both.cr == np.float32(0.6)
+    assert len(both.cr) == 40 and real.sum() == 10  # the 5 real samples twice: 25 %
+    assert set(both.identity[real]) == {6, 7}  # numbered after LFW's 0..5
+    assert np.all(both.source[real] < 0) and np.all(both.source[~real] >= 0)
+    with pytest.raises(SystemExit, match="between 0 and 1"):
+        with_real(dset(30, 6, 0.3), dset(5, 2, 0.6), share=1.0)

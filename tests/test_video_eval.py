@@ -260,3 +260,15 @@ def test_real_data_builds_a_training_set_from_train_and_dev_clips(tmp_path: Path
     assert data.crops.shape == (summary["samples"], 112, 112, 3)
     assert np.all(np.isfinite(data.cr)) and not data.degraded.any()
     assert len(np.unique(data.identity)) == summary["identities"]
+
+
+def test_headroom_interval_widens_when_people_disagree() -> None:
+    from trainer.video_eval import Outcome, headroom_interval
+
+    rnd = Outcome(0.5, 1.0, (0.5, 0.5, 0.5, 0.5))
+    ora = Outcome(1.0, 1.0, (1.0, 1.0, 1.0, 1.0))
+    same = Outcome(0.75, 1.0, (0.75, 0.75, 0.75, 0.75))
+    split = Outcome(0.75, 1.0, (1.0, 0.5, 1.0, 0.5))
+    assert headroom_interval(same, rnd, ora) == pytest.approx((0.5, 0.5))
+    lo, hi = headroom_interval(split, rnd, ora)
+    assert lo < 0.5 < hi and lo >= 0.0 and hi <= 1.0

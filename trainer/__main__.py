@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="train on crops aligned from landmarks off by N(0, σ) px, "
                          "σ ~ U(0, this) at template scale (e.g. 2; 0: off, as shipped)")
     tr.add_argument("--max-steps", type=int, default=None)
+    tr.add_argument("--real", type=Path, help="a `real-data` folder to train on beside LFW "
+                    "(distill mode; DSL-FIQA's dual-set training)")
+    tr.add_argument("--real-share", type=float, default=0.25,
+                    help="the real set's share of each epoch (oversampled to it)")
     tr.add_argument("--resume", action="store_true")
 
     ex = sub.add_parser("export", help="ONNX export, parity check, calibration, manifest")
@@ -173,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig(mode=args.mode, backbone=args.backbone, emb_dim=args.emb_dim,
                           epochs=args.epochs, batch=args.batch, lr=lr, alpha=args.alpha,
                           align_jitter_px=args.align_jitter, threads=args.threads,
-                          max_steps=args.max_steps)
+                          max_steps=args.max_steps,
+                          real=None if args.real is None else str(args.real),
+                          real_share=args.real_share)
         fn = train_distill if args.mode == "distill" else train_joint
         result = fn(args.data, args.out, cfg, resume=args.resume)
         print(json.dumps({k: v for k, v in result.items() if k != "history"}))

@@ -42,6 +42,8 @@ class TrainConfig:
     align_jitter_px: float = 0.0  # landmark noise at template scale: σ ~ U(0, this); 0 = off
     threads: int = 0
     max_steps: int | None = None  # stop early (smoke tests)
+    real: str | None = None  # a `real-data` folder trained on beside the LFW set
+    real_share: float = 0.25  # its share of each epoch's samples (oversampled to it)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -90,9 +92,29 @@ def _setup(cfg: TrainConfig) -> QualityNet:
     return QualityNet(cfg.backbone, cfg.emb_dim)
 
 
+def with_real(lfw: DistillSet, real: DistillSet, share: float) -> DistillSet:
+    """The LFW set and the real set together, the real samples repeated so that they make
+    up about ``share`` of the whole (the real set is small; repeats see new flips and
+    jitter). Real identities are numbered after LFW's."""
+    if not 0 < share < 1:
+        raise SystemExit(f"--real-share {share}: must be between 0 and 1")
+    reps = max(1, round(share * len(lfw.cr) / ((1 - share) * len(real.cr))))
+    idx = np.tile(np.arange(len(real.cr)), reps)
+    offset = int(lfw.identity.max()) + 1
+    return DistillSet(
+        np.concatenate([np.asarray(lfw.crops), np.asarray(real.crops)[idx]]),
+        np.concatenate([lfw.cr, real.cr[idx]]), np.concatenate([lfw.ccs, real.ccs[idx]]),
+        np.concatenate([lfw.nnccs, real.nnccs[idx]]),
+        np.concatenate([lfw.source, -1 - real.source[idx]]),  # negative: not an LFW photo
+        np.concatenate([lfw.identity, offset + real.identity[idx]]),
+        np.concatenate([lfw.degraded, real.degraded[idx]]))
+
+
 def train_distill(data: Path, out: Path, cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     """Regress the teacher's CR from ``data/train.*`` with ``data/val.*`` for selection."""
     tr, va = DistillSet.load(data / "train"), DistillSet.load(data / "val")
+    if cfg.real is not None:
+        tr = with_real(tr, DistillSet.load(Path(cfg.real) / "real"), cfg.real_share)
     train_crops = np.asarray(tr.crops)  # into memory: random access every step
     model = _setup(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
