@@ -12,6 +12,29 @@ from trainer.degrade import FAMILIES
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+TEACHER = SHARED / "models" / "mobilefacenet_128d.onnx"
+
+
+def _clips(p: argparse.ArgumentParser) -> None:
+    """The options of the commands that run the pipeline on the clip list."""
+    p.add_argument("--clips", type=Path, default=Path(__file__).parent / "clips.toml",
+                   help="clip list: [[clips]] file, identity, split (train|dev|test)")
+    p.add_argument("--media", type=Path, default=SHARED / "media",
+                   help="folder the clip list's files are relative to")
+    p.add_argument("--fps", type=float, default=10.0, help="frames analysed per second")
+    p.add_argument("--segment-s", type=float, default=1.5)
+
+
+def _judges(p: argparse.ArgumentParser) -> None:
+    """The models under test and the recognisers that judge them (the benchmarks)."""
+    p.add_argument("--model", action="append",
+                   help="quality model under test: shipped name or manifest path; repeat "
+                        "to compare several side by side (default: cr-fiqa-s)")
+    p.add_argument("--teacher", type=Path, default=TEACHER)
+    p.add_argument("--comparator", action="append", choices=["teacher", "dlib"],
+                   help="repeat for several (default: both)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -24,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     dd = sub.add_parser("distill-data", help="degraded samples + teacher CR targets")
     dd.add_argument("--prepared", type=Path, default=Path("work/lfw"))
-    dd.add_argument("--teacher", type=Path, default=SHARED / "models" / "mobilefacenet_128d.onnx")
+    dd.add_argument("--teacher", type=Path, default=TEACHER)
     dd.add_argument("--out", type=Path, default=Path("work/distill"))
     dd.add_argument("--k", type=int, default=3, help="degraded copies per photo")
     dd.add_argument("--seed", type=int, default=0)
@@ -61,19 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     ex = sub.add_parser("export", help="ONNX export, parity check, calibration, manifest")
     ex.add_argument("--checkpoint", type=Path, default=Path("work/run/best.pt"))
     ex.add_argument("--data", type=Path, default=Path("work/distill"))
-    ex.add_argument("--teacher", type=Path, default=SHARED / "models" / "mobilefacenet_128d.onnx")
+    ex.add_argument("--teacher", type=Path, default=TEACHER)
     ex.add_argument("--out", type=Path, default=Path("stream_gate/models"))
     ex.add_argument("--name", default="cr-fiqa-s")
     ex.add_argument("--version", default="1")
 
     ev = sub.add_parser("evaluate", help="EDC / pAUC against baselines on held-out identities")
     ev.add_argument("--prepared", type=Path, default=Path("work/lfw"))
-    ev.add_argument("--model", action="append",
-                    help="shipped name or manifest path; repeat to compare several "
-                         "(default: cr-fiqa-s)")
-    ev.add_argument("--teacher", type=Path, default=SHARED / "models" / "mobilefacenet_128d.onnx")
-    ev.add_argument("--comparator", action="append", choices=["teacher", "dlib"],
-                    help="repeat for several (default: both)")
+    _judges(ev)
     ev.add_argument("--max-per-identity", type=int, default=10)
     ev.add_argument("--k", type=int, default=2, help="degraded copies per photo")
     ev.add_argument("--protocol", choices=["standard", "hard"], default="standard",
@@ -87,18 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--out", type=Path, default=Path("work/eval"))
     vv = sub.add_parser("evaluate-video", help="real-video benchmark: each selector's pick "
                         "per 1.5-s segment of a person, judged by recognisers")
-    vv.add_argument("--clips", type=Path, default=Path(__file__).parent / "clips.toml",
-                    help="clip list: [[clips]] file, identity, split (dev|test)")
-    vv.add_argument("--media", type=Path, default=SHARED / "media",
-                    help="folder the clip list's files are relative to")
-    vv.add_argument("--model", action="append",
-                    help="quality model under test: shipped name or manifest path; repeat "
-                         "to compare several (default: cr-fiqa-s)")
-    vv.add_argument("--teacher", type=Path, default=SHARED / "models" / "mobilefacenet_128d.onnx")
-    vv.add_argument("--comparator", action="append", choices=["teacher", "dlib"],
-                    help="repeat for several (default: both)")
-    vv.add_argument("--fps", type=float, default=10.0, help="frames analysed per second")
-    vv.add_argument("--segment-s", type=float, default=1.5)
+    _clips(vv)
+    _judges(vv)
     vv.add_argument("--gallery", type=Path,
                     help="photos of the people of gallery clips: DIR/<identity>/*.jpg")
     vv.add_argument("--gallery-min-sim", type=float, default=0.45,
@@ -106,16 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     vv.add_argument("--out", type=Path, default=Path("work/eval-video"))
     rd = sub.add_parser("real-data", help="the real training set: tracked video faces with "
                         "teacher CR targets (leave-segment-out centres)")
-    rd.add_argument("--clips", type=Path, default=Path(__file__).parent / "clips.toml")
-    rd.add_argument("--media", type=Path, default=SHARED / "media")
+    _clips(rd)
     rd.add_argument("--splits", default="train,dev",
                     help="clip-list halves to build from (never 'test': it is the "
                          "benchmark's)")
     rd.add_argument("--prepared", type=Path, default=Path("work/lfw"),
                     help="prepared LFW folder: its training identities are negatives")
-    rd.add_argument("--teacher", type=Path, default=SHARED / "models" / "mobilefacenet_128d.onnx")
-    rd.add_argument("--fps", type=float, default=10.0)
-    rd.add_argument("--segment-s", type=float, default=1.5)
+    rd.add_argument("--teacher", type=Path, default=TEACHER)
     rd.add_argument("--out", type=Path, default=Path("work/real"))
     qd = sub.add_parser("quantize-detector", help="int8 CenterFace, calibrated and checked")
     qd.add_argument("--media", type=Path, default=SHARED / "media")
