@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -238,3 +240,77 @@ def test_real_set_is_oversampled_to_its_share_with_its_own_identities() -> None:
     assert np.all(both.source[real] < 0) and np.all(both.source[~real] >= 0)
     with pytest.raises(SystemExit, match="between 0 and 1"):
         with_real(dset(30, 6, 0.3), dset(5, 2, 0.6), share=1.0)
+
+
+def test_landmark_map_draws_pose_and_resolution() -> None:
+    from stream_gate.stages.align_score.learned import landmark_map
+    from stream_gate.stages.align_score.template import ARCFACE_TEMPLATE
+
+    big = ARCFACE_TEMPLATE * 2.0 + 100        # a face twice the template's size
+    small = ARCFACE_TEMPLATE * 0.25 + 40      # a quarter of it: upsampled 4× by alignment
+    turned = big.copy()
+    turned[2, 0] += 20                        # the nose far off the eyes' middle: a yaw
+    maps = landmark_map([big, small, turned], sigma_px=1.5)
+    assert maps.shape == (3, 1, 112, 112) and maps.dtype == np.float32
+    assert maps.max() <= 1.0 and maps.min() >= 0.0
+    # Every landmark lands on the template point in the crop (a frontal face).
+    for x, y in ARCFACE_TEMPLATE.round().astype(int):
+        assert maps[0, 0, y, x] > 0.6  # σ 1 px, the point within half a pixel
+    # A small face's blobs are wider: more of the crop is lit.
+    assert (maps[1] > 0.5).sum() > 4 * (maps[0] > 0.5).sum()
+    # The turned face's nose blob has moved right of the template's nose.
+    nose_row = maps[2, 0, int(ARCFACE_TEMPLATE[2, 1].round())]
+    assert int(np.argmax(nose_row[40:80])) + 40 > ARCFACE_TEMPLATE[2, 0] + 2
+    # A training-time downscale by 4 widens the blobs as a 4× smaller face would.
+    shrunk = landmark_map([big], 1.5, size_factor=np.array([0.125]))
+    assert (shrunk > 0.5).sum() > 4 * (maps[0] > 0.5).sum()
+
+
+@pytest.mark.slow
+def test_landmark_guided_model_end_to_end(tmp_path: Path) -> None:
+    """distill-data keeps landmarks -> train --landmarks -> export (4 channels, the map in
+    the manifest) -> `stream-gate score` and the video pipeline feed it the landmarks."""
+    from stream_gate.cli import main as sg_main
+    from stream_gate.config import load_settings
+    from stream_gate.pipeline.graph import build_pipeline
+    from trainer.__main__ import main as trainer_main
+
+    root = SHARED / "lfw" / "images"
+    teacher = SHARED / "models" / "mobilefacenet_128d.onnx"
+    clip = SHARED / "media" / "liveportrait_d0.mp4"
+    for p in (root, teacher, clip):
+        if not p.exists():
+            pytest.skip(f"{p} is absent: tests that need ../shared/data skip without it")
+    images = tmp_path / "images"
+    people = [p for p in sorted(root.iterdir()) if len(list(p.glob("*.jpg"))) >= 3][:6]
+    for person in people:
+        (images / person.name).mkdir(parents=True)
+        for src in sorted(person.glob("*.jpg"))[:3]:
+            (images / person.name / src.name).symlink_to(src)
+    prepared, distill, run, models = (tmp_path / n for n in ("prep", "distill", "run", "models"))
+    assert trainer_main(["prepare", "--images", str(images), "--out", str(prepared),
+                         "--val-fraction", "0.5"]) == 0
+    assert trainer_main(["distill-data", "--prepared", str(prepared), "--teacher", str(teacher),
+                         "--out", str(distill), "--k", "1"]) == 0
+    assert trainer_main(["train", "--data", str(distill), "--out", str(run), "--epochs", "1",
+                         "--batch", "8", "--max-steps", "2", "--landmarks", "1.5"]) == 0
+    assert trainer_main(["export", "--checkpoint", str(run / "best.pt"), "--data", str(distill),
+                         "--teacher", str(teacher), "--out", str(models), "--name", "tiny-lm",
+                         "--version", "2"]) == 0
+    meta = json.loads((models / "tiny-lm.json").read_text())
+    assert meta["input"]["channels"] == 4 and meta["input"]["landmark_map"]["sigma_px"] == 1.5
+    assert meta["export"]["max_abs_diff_vs_torch"] < 1e-4
+
+    cfg = tmp_path / "lm.toml"
+    cfg.write_text(f'[score]\nmodel = "{models / "tiny-lm.json"}"\n')
+    photo = next((images / people[0].name).glob("*.jpg"))
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert sg_main(["score", "--json", "--config", str(cfg), str(photo)]) == 0
+    faces = json.loads(buf.getvalue().splitlines()[0])["faces"]
+    assert faces and all(0 <= f["quality"] <= 100 for f in faces)
+
+    settings = load_settings(cfg, {"streams": [{"id": "d0", "url": str(clip), "fps": 5}]})
+    report = build_pipeline(settings, collect=True).run(duration=60)
+    assert report.emissions and {e.model for e in report.emissions} == {"tiny-lm@2"}
+    assert all(0 <= e.candidate.quality <= 100 for e in report.emissions)

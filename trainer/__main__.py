@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--max-steps", type=int, default=None)
     tr.add_argument("--real", type=Path, help="a `real-data` folder to train on beside LFW "
                     "(distill mode; DSL-FIQA's dual-set training)")
+    tr.add_argument("--landmarks", type=float, metavar="SIGMA_PX",
+                    help="landmark guidance: a 4th input channel with the detector's "
+                         "landmarks as Gaussians of SIGMA_PX source pixels (e.g. 1.5)")
     tr.add_argument("--real-share", type=float, default=0.25,
                     help="the real set's share of each epoch (oversampled to it)")
     tr.add_argument("--resume", action="store_true")
@@ -96,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--k", type=int, default=2, help="degraded copies per photo")
     ev.add_argument("--protocol", choices=["standard", "hard"], default="standard",
                     help="standard: the v1 card's set (severity ≤ 0.6, all validation "
-                         "identities); hard: full severity, mixed, 30 %% clean, other seeds, "
-                         "the held-out test half of the validation identities")
+                         "identities); hard: camera degradations at full severity, mixed, 30 %% "
+                         "clean, other seeds, the held-out test half of the validation "
+                         "identities")
     ev.add_argument("--only", choices=sorted(FAMILIES),
                     help="degrade with this family alone (leave-one-degradation-out test)")
     ev.add_argument("--half", choices=["all", "val", "test"],
@@ -184,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                           align_jitter_px=args.align_jitter, threads=args.threads,
                           max_steps=args.max_steps,
                           real=None if args.real is None else str(args.real),
-                          real_share=args.real_share)
+                          real_share=args.real_share, landmark_sigma_px=args.landmarks)
         fn = train_distill if args.mode == "distill" else train_joint
         result = fn(args.data, args.out, cfg, resume=args.resume)
         print(json.dumps({k: v for k, v in result.items() if k != "history"}))

@@ -51,10 +51,15 @@ def jpeg(img: Image, s: float, rng: np.random.Generator) -> Image:
     return out
 
 
+def downscale_factor(s: float) -> float:
+    """The linear size factor of a downscale of severity ``s``: 1.0 .. 0.12 (112 -> 13 px)."""
+    return 1.0 - 0.88 * s
+
+
 def downscale(img: Image, s: float, rng: np.random.Generator) -> Image:
     """Down- then up-scale: a face that was small in the frame (eye distance ~35·f px)."""
     h, w = img.shape[:2]
-    f = 1.0 - 0.88 * s  # 1.0 .. 0.12 (112 px -> 13 px)
+    f = downscale_factor(s)
     small = cv2.resize(img, (max(4, int(w * f)), max(4, int(h * f))), interpolation=cv2.INTER_AREA)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
@@ -106,6 +111,14 @@ class Applied:
 
     def describe(self) -> str:
         return "+".join(f"{k}:{s:.2f}" for k, s in self.steps) or "clean"
+
+    def size_factor(self) -> float:
+        """How much smaller the face was made (``downscale``'s factor; 1: not at all)."""
+        f = 1.0
+        for kind, severity in self.steps:
+            if kind == "downscale":
+                f *= downscale_factor(severity)
+        return f
 
 
 def apply(img: Image, steps: tuple[tuple[str, float], ...], rng: np.random.Generator) -> Image:

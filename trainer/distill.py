@@ -53,18 +53,32 @@ class DistillSet:
     source: npt.NDArray[np.int64]     # index into the prepared crops
     identity: npt.NDArray[np.int64]   # identity label (per split)
     degraded: npt.NDArray[np.bool_]
+    # For landmark-guided models: the detector's landmarks in the source picture (N×5×2;
+    # NaN where unknown, sets made before they were kept) and how much a downscale
+    # degradation shrank the face (1: not at all).
+    landmarks: npt.NDArray[np.float32] | None = None
+    size_factor: npt.NDArray[np.float32] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.cr)
+        if self.landmarks is None:
+            self.landmarks = np.full((n, 5, 2), np.nan, np.float32)
+        if self.size_factor is None:
+            self.size_factor = np.ones(n, np.float32)
 
     def save(self, path: Path) -> None:
         np.save(path.with_suffix(".crops.npy"), self.crops)
         np.savez(path.with_suffix(".targets.npz"), cr=self.cr, ccs=self.ccs, nnccs=self.nnccs,
-                 source=self.source, identity=self.identity, degraded=self.degraded)
+                 source=self.source, identity=self.identity, degraded=self.degraded,
+                 landmarks=self.landmarks, size_factor=self.size_factor)
 
     @staticmethod
     def load(path: Path) -> DistillSet:
         t = np.load(path.with_suffix(".targets.npz"))
         crops = np.load(path.with_suffix(".crops.npy"), mmap_mode="r")
         return DistillSet(crops, t["cr"], t["ccs"], t["nnccs"], t["source"], t["identity"],
-                          t["degraded"])
+                          t["degraded"], t.get("landmarks"),
+                          t.get("size_factor"))
 
 
 def loo_certainty_ratio(
@@ -122,7 +136,7 @@ def build(crops: npt.NDArray[np.uint8], samples: list[Sample], split: str, teach
 
     multi = [s for s in side if len(by_id[s.identity]) >= 2]
     out_crops = np.empty((len(multi) * (k_degraded + int(clean)), 112, 112, 3), np.uint8)
-    source, degraded = [], []
+    source, degraded, shrink = [], [], []
     j = 0
     for s in tqdm(multi, desc=f"degrade {split}"):
         img = np.asarray(crops[s.index])
@@ -130,18 +144,22 @@ def build(crops: npt.NDArray[np.uint8], samples: list[Sample], split: str, teach
             out_crops[j] = img
             source.append(s.index)
             degraded.append(False)
+            shrink.append(1.0)
             j += 1
         for k in range(k_degraded):
-            out_crops[j] = random_degradation(img, seed_offset + seed * 7919 + s.index * 97 + k,
-                                              kinds=kinds)[0]
+            out_crops[j], how = random_degradation(
+                img, seed_offset + seed * 7919 + s.index * 97 + k, kinds=kinds)
             source.append(s.index)
             degraded.append(True)
+            shrink.append(how.size_factor())
             j += 1
     src = np.array(source)
     ident = np.array([label[samples[i].identity] for i in src])
     emb = teacher.embed(out_crops, progress=f"teacher degraded {split}")
     cr, ccs, nnccs = loo_certainty_ratio(emb, ident, src, clean_emb, clean_ident, clean_idx)
-    return DistillSet(out_crops, cr, ccs, nnccs, src, ident, np.array(degraded))
+    marks = np.array([samples[i].landmarks for i in src], np.float32).reshape(-1, 5, 2)
+    return DistillSet(out_crops, cr, ccs, nnccs, src, ident, np.array(degraded), marks,
+                      np.array(shrink, np.float32))
 
 
 def write_summary(path: Path, sets: dict[str, DistillSet], teacher: str, k: int,

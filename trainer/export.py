@@ -19,11 +19,10 @@ import numpy.typing as npt
 import torch
 
 from stream_gate.runtime.ort import OrtModel
-from stream_gate.stages.align_score.learned import to_model_input
 from trainer.distill import DistillSet
 from trainer.nets import QualityNet, QualityOnly, count_macs
 from trainer.recognisers import OnnxRecogniser
-from trainer.train import predict
+from trainer.train import _batch_tensor, guide_of, predict
 
 
 def isotonic(x: npt.NDArray[np.floating], y: npt.NDArray[np.floating]
@@ -72,14 +71,16 @@ def export(checkpoint: Path, data: Path, teacher_path: Path, out: Path, name: st
            version: str) -> dict[str, Any]:
     state = torch.load(checkpoint, weights_only=False)
     cfg = state["config"]
-    net = QualityNet(cfg["backbone"], cfg["emb_dim"])
+    sigma = cfg.get("landmark_sigma_px")
+    channels = 3 if sigma is None else 4
+    net = QualityNet(cfg["backbone"], cfg["emb_dim"], channels)
     net.load_state_dict(state["model"])
     net.eval()
     wrapped = QualityOnly(net).eval()
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / f"{name}.onnx"
     torch.onnx.export(
-        wrapped, (torch.zeros(2, 3, 112, 112),), str(onnx_path), input_names=["input"],
+        wrapped, (torch.zeros(2, channels, 112, 112),), str(onnx_path), input_names=["input"],
         output_names=["cr"], dynamic_axes={"input": {0: "B"}, "cr": {0: "B"}},
         opset_version=17, dynamo=False,
     )
@@ -87,10 +88,13 @@ def export(checkpoint: Path, data: Path, teacher_path: Path, out: Path, name: st
 
     va = DistillSet.load(data / "val")
     val_crops = np.asarray(va.crops)
-    torch_raw = predict(net, val_crops)
+    torch_raw = predict(net, va, sigma)
     ort = OrtModel(blob, name)
     ort_raw = np.concatenate([
-        np.asarray(ort.infer(to_model_input(val_crops[s : s + 256]))[0]).reshape(-1)
+        np.asarray(ort.infer(np.ascontiguousarray(
+            _batch_tensor(val_crops[s : s + 256], None,
+                          guide_of(va, np.arange(s, min(s + 256, len(val_crops))), sigma))
+            .numpy()))[0]).reshape(-1)
         for s in range(0, len(val_crops), 256)])
     parity = float(np.abs(ort_raw - torch_raw).max())
 
@@ -116,10 +120,15 @@ def export(checkpoint: Path, data: Path, teacher_path: Path, out: Path, name: st
         "sha256": hashlib.sha256(blob).hexdigest(),
         "architecture": cfg["backbone"],
         "parameters": int(sum(p.numel() for p in wrapped.parameters())),
-        "multiply_adds": int(count_macs(wrapped)),
+        "multiply_adds": int(count_macs(wrapped, channels=channels)),
         "input": {"name": "input", "size": 112, "layout": "NCHW", "colour": "RGB",
+                  "channels": channels,
                   "alignment": "ArcFace 5-point template, 112x112",
-                  "normalisation": {"mean": 0.5, "std": 0.5, "formula": "(x/255 - mean)/std"}},
+                  "normalisation": {"mean": 0.5, "std": 0.5, "formula": "(x/255 - mean)/std"},
+                  **({} if sigma is None else {"landmark_map": {
+                      "sigma_px": sigma,
+                      "what": "channel 4: the 5 detector landmarks in the crop, Gaussians "
+                              "of sigma_px source-frame pixels (1-16 crop px), max 1"}})},
         "output": {"name": "cr", "meaning": "predicted certainty ratio CCS/(NNCCS+1+eps)"},
         "calibration": {
             "method": "isotonic P(teacher verifies at FMR 1e-2) on validation, 10% rank blend",
@@ -131,8 +140,11 @@ def export(checkpoint: Path, data: Path, teacher_path: Path, out: Path, name: st
             "mode": cfg["mode"], "teacher": teacher_path.name,
             "data": json.loads(summary_path.read_text()) if summary_path.exists() else None,
             "epochs": len(history), "final": history[-1] if history else None,
-            "command": "python -m trainer prepare && python -m trainer distill-data && "
-                       "python -m trainer train --mode distill && python -m trainer export",
+            "landmark_sigma_px": sigma, "real": cfg.get("real"),
+            "real_share": cfg.get("real_share") if cfg.get("real") else None,
+            "command": cfg.get("command") or (
+                "python -m trainer prepare && python -m trainer distill-data && "
+                "python -m trainer train --mode distill && python -m trainer export"),
         },
         "export": {"onnx_opset": 17, "max_abs_diff_vs_torch": parity,
                    "parity_samples": len(val_crops)},

@@ -43,11 +43,11 @@ class Bottleneck(nn.Module):
 class MobileFaceNetS(nn.Module):
     """A small MobileFaceNet: 112×112×3 -> ``emb_dim`` embedding."""
 
-    def __init__(self, emb_dim: int = 128, width: tuple[int, int, int, int] = (24, 32, 64, 96)
-                 ) -> None:
+    def __init__(self, emb_dim: int = 128, width: tuple[int, int, int, int] = (24, 32, 64, 96),
+                 in_ch: int = 3) -> None:
         super().__init__()
         c0, c1, c2, c3 = width
-        self.stem = nn.Sequential(conv_bn(3, c0, 3, 2), conv_bn(c0, c0, 3, 1, groups=c0))
+        self.stem = nn.Sequential(conv_bn(in_ch, c0, 3, 2), conv_bn(c0, c0, 3, 1, groups=c0))
         self.blocks = nn.Sequential(
             Bottleneck(c0, c1, 2, 2), Bottleneck(c1, c1, 1, 2), Bottleneck(c1, c1, 1, 2),
             Bottleneck(c1, c2, 2, 2), Bottleneck(c2, c2, 1, 2), Bottleneck(c2, c2, 1, 2),
@@ -85,10 +85,10 @@ class IBasic(nn.Module):
 class IResNet(nn.Module):
     """ArcFace's iResNet (18: [2,2,2,2], 50: [3,4,14,3]) -> ``emb_dim`` embedding."""
 
-    def __init__(self, layers: tuple[int, ...], emb_dim: int = 512) -> None:
+    def __init__(self, layers: tuple[int, ...], emb_dim: int = 512, in_ch: int = 3) -> None:
         super().__init__()
         widths = (64, 128, 256, 512)
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64),
+        self.stem = nn.Sequential(nn.Conv2d(in_ch, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64),
                                   nn.PReLU(64))
         blocks: list[nn.Module] = []
         cin = 64
@@ -108,22 +108,26 @@ class IResNet(nn.Module):
         return out
 
 
-def backbone(name: str, emb_dim: int) -> nn.Module:
+def backbone(name: str, emb_dim: int, in_ch: int = 3) -> nn.Module:
     if name == "mobilefacenet-s":
-        return MobileFaceNetS(emb_dim)
+        return MobileFaceNetS(emb_dim, in_ch=in_ch)
     if name == "iresnet18":
-        return IResNet((2, 2, 2, 2), emb_dim)
+        return IResNet((2, 2, 2, 2), emb_dim, in_ch)
     if name == "iresnet50":
-        return IResNet((3, 4, 14, 3), emb_dim)
+        return IResNet((3, 4, 14, 3), emb_dim, in_ch)
     raise ValueError(f"unknown backbone {name!r}")
 
 
 class QualityNet(nn.Module):
-    """Backbone + CR regression head; ``forward`` returns (embedding, predicted CR)."""
+    """Backbone + CR regression head; ``forward`` returns (embedding, predicted CR).
 
-    def __init__(self, name: str = "mobilefacenet-s", emb_dim: int = 128) -> None:
+    ``in_ch`` 4: the crop's RGB and the landmark map (landmark guidance)."""
+
+    def __init__(self, name: str = "mobilefacenet-s", emb_dim: int = 128, in_ch: int = 3
+                 ) -> None:
         super().__init__()
-        self.backbone = backbone(name, emb_dim)
+        self.in_ch = in_ch
+        self.backbone = backbone(name, emb_dim, in_ch)
         self.head = nn.Linear(emb_dim, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,7 +175,7 @@ def cr_from_cosines(cos: torch.Tensor, labels: torch.Tensor, eps: float = 1e-9) 
     return ccs / (nnccs + 1.0 + eps)
 
 
-def count_macs(model: nn.Module, size: int = 112) -> int:
+def count_macs(model: nn.Module, size: int = 112, channels: int = 3) -> int:
     """Multiply-adds of one forward pass on a size×size crop (convolutions + linears)."""
     total = 0
 
@@ -191,7 +195,7 @@ def count_macs(model: nn.Module, size: int = 112) -> int:
     was = model.training
     model.eval()
     with torch.no_grad():
-        model(torch.zeros(1, 3, size, size))
+        model(torch.zeros(1, channels, size, size))
     model.train(was)
     for h in hooks:
         h.remove()

@@ -97,7 +97,8 @@ def build_real(clip_list: Path, media: Path, splits: tuple[str, ...], teacher: E
         crops=items.crops[rows], cr=cr, ccs=ccs, nnccs=nnccs,
         source=rows.astype(np.int64),
         identity=np.array([label[items.identity[r]] for r in rows], np.int64),
-        degraded=np.zeros(len(rows), bool))
+        degraded=np.zeros(len(rows), bool), landmarks=items.landmarks[rows],
+        size_factor=np.ones(len(rows), np.float32))
     summary = {"clips": [c.path.name for c in clips], "splits": list(splits),
                "samples": len(rows), "identities": len(names),
                "pseudo_identities": sum("#" in n for n in names),

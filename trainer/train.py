@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from stream_gate.stages.align_score.learned import to_model_input
+from stream_gate.stages.align_score.learned import landmark_map, to_model_input
 from trainer.data import load_prepared
 from trainer.degrade import random_degradation
 from trainer.distill import DistillSet
@@ -44,14 +44,28 @@ class TrainConfig:
     max_steps: int | None = None  # stop early (smoke tests)
     real: str | None = None  # a `real-data` folder trained on beside the LFW set
     real_share: float = 0.25  # its share of each epoch's samples (oversampled to it)
+    landmark_sigma_px: float | None = None  # landmark guidance: the 4th channel's σ
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _batch_tensor(crops: npt.NDArray[np.uint8], flip: npt.NDArray[np.bool_] | None) -> torch.Tensor:
+def _batch_tensor(crops: npt.NDArray[np.uint8], flip: npt.NDArray[np.bool_] | None,
+                  guide: npt.NDArray[np.float32] | None = None) -> torch.Tensor:
+    """The model input of a batch; ``guide``: the landmark map channel (landmark-guided
+    models), flipped with the picture."""
     x = to_model_input(crops)
+    if guide is not None:
+        x = np.concatenate([x, guide], axis=1)
     if flip is not None and flip.any():
         x[flip] = x[flip][..., ::-1]
     return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def guide_of(data: DistillSet, idx: npt.NDArray[np.intp], sigma_px: float | None
+             ) -> npt.NDArray[np.float32] | None:
+    """The landmark maps of ``data``'s samples ``idx`` (None for models without them)."""
+    if sigma_px is None:
+        return None
+    return landmark_map(_known(data.landmarks)[idx], sigma_px, _known(data.size_factor)[idx])
 
 
 def spearman(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> float:
@@ -60,13 +74,19 @@ def spearman(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def predict(model: QualityNet, crops: npt.NDArray[np.uint8], batch: int = 256
-            ) -> npt.NDArray[np.float32]:
+def predict(model: QualityNet, data: DistillSet | npt.NDArray[np.uint8],
+            sigma_px: float | None = None, batch: int = 256) -> npt.NDArray[np.float32]:
+    """Raw predicted CR of every sample (landmark-guided models need a DistillSet)."""
+    crops = data.crops if isinstance(data, DistillSet) else data
     model.eval()
     out = []
     with torch.no_grad():
         for s in range(0, len(crops), batch):
-            out.append(model(_batch_tensor(np.asarray(crops[s : s + batch]), None))[1].numpy())
+            idx = np.arange(s, min(s + batch, len(crops)))
+            guide = None if sigma_px is None or not isinstance(data, DistillSet) \
+                else guide_of(data, idx, sigma_px)
+            x = _batch_tensor(np.asarray(crops[s : s + batch]), None, guide)
+            out.append(model(x)[1].numpy())
     return np.concatenate(out).astype(np.float32)
 
 
@@ -89,7 +109,7 @@ def _setup(cfg: TrainConfig) -> QualityNet:
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    return QualityNet(cfg.backbone, cfg.emb_dim)
+    return QualityNet(cfg.backbone, cfg.emb_dim, 3 if cfg.landmark_sigma_px is None else 4)
 
 
 def with_real(lfw: DistillSet, real: DistillSet, share: float) -> DistillSet:
@@ -107,7 +127,15 @@ def with_real(lfw: DistillSet, real: DistillSet, share: float) -> DistillSet:
         np.concatenate([lfw.nnccs, real.nnccs[idx]]),
         np.concatenate([lfw.source, -1 - real.source[idx]]),  # negative: not an LFW photo
         np.concatenate([lfw.identity, offset + real.identity[idx]]),
-        np.concatenate([lfw.degraded, real.degraded[idx]]))
+        np.concatenate([lfw.degraded, real.degraded[idx]]),
+        np.concatenate([_known(lfw.landmarks), _known(real.landmarks)[idx]]),
+        np.concatenate([_known(lfw.size_factor), _known(real.size_factor)[idx]]))
+
+
+def _known(a: npt.NDArray[np.float32] | None) -> npt.NDArray[np.float32]:
+    if a is None:  # DistillSet fills both in __post_init__
+        raise AssertionError("a DistillSet without landmarks or size factors")
+    return a
 
 
 def train_distill(data: Path, out: Path, cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
@@ -115,6 +143,10 @@ def train_distill(data: Path, out: Path, cfg: TrainConfig, resume: bool = False)
     tr, va = DistillSet.load(data / "train"), DistillSet.load(data / "val")
     if cfg.real is not None:
         tr = with_real(tr, DistillSet.load(Path(cfg.real) / "real"), cfg.real_share)
+    if cfg.landmark_sigma_px is not None and not (
+            np.isfinite(_known(tr.landmarks)).all() and np.isfinite(_known(va.landmarks)).all()):
+        raise SystemExit(f"{data}: made before landmarks were kept; run distill-data again "
+                         "for a landmark-guided model")
     train_crops = np.asarray(tr.crops)  # into memory: random access every step
     model = _setup(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -148,7 +180,8 @@ def train_distill(data: Path, out: Path, cfg: TrainConfig, resume: bool = False)
         for b in bar:
             idx = np.sort(order[b * cfg.batch : (b + 1) * cfg.batch])
             crops = jitter_batch(train_crops[idx], cfg.align_jitter_px, rng)
-            x = _batch_tensor(crops, rng.random(len(idx)) < 0.5)
+            x = _batch_tensor(crops, rng.random(len(idx)) < 0.5,
+                              guide_of(tr, idx, cfg.landmark_sigma_px))
             pred = model(x)[1]
             loss = cfg.alpha * loss_fn(pred, target[idx])
             opt.zero_grad(set_to_none=True)
@@ -161,7 +194,7 @@ def train_distill(data: Path, out: Path, cfg: TrainConfig, resume: bool = False)
             bar.set_postfix(loss=f"{running:.4f}")
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
-        val_pred = predict(model, va.crops)
+        val_pred = predict(model, va, cfg.landmark_sigma_px)
         rec = {"epoch": epoch + 1, "train_loss": running, "epoch_s": time.perf_counter() - t0,
                "val_mae": float(np.abs(val_pred - va.cr).mean()),
                "val_spearman": spearman(val_pred, va.cr)}
@@ -186,6 +219,8 @@ def train_joint(prepared: Path, out: Path, cfg: TrainConfig, resume: bool = Fals
     For a large identity dataset and a GPU; here it runs on the prepared crops of the
     training identities with random degradations applied on the fly.
     """
+    if cfg.landmark_sigma_px is not None or cfg.real is not None:
+        raise SystemExit("--landmarks and --real are for --mode distill")
     crops, samples = load_prepared(prepared)
     train = [s for s in samples if s.split == "train"]
     names = sorted({s.identity for s in train})

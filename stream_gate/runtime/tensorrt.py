@@ -59,10 +59,12 @@ class Recipe:
                     raise ModelError(f"{path}: bad engine recipe: {exc}") from None
         raise ModelError(f"no engine recipe for model {name!r} in {folder}")
 
-    def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-        """NCHW min / opt / max shapes of the optimisation profile."""
+    def shapes(self, channels: int = 3
+               ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """NCHW min / opt / max shapes of the optimisation profile (``channels``: the
+        network input's, e.g. 4 for a landmark-guided quality model)."""
         return tuple(  # type: ignore[return-value]
-            (self.batch[i], 3, self.height[i], self.width[i]) for i in range(3))
+            (self.batch[i], channels, self.height[i], self.width[i]) for i in range(3))
 
 
 def cache_key(onnx: bytes, recipe: Recipe, gpu: str, capability: tuple[int, int],
@@ -137,7 +139,8 @@ def build_engine(onnx: bytes, recipe: Recipe, calibration: Calibration | None = 
     if recipe.fp16 and builder.platform_has_fast_fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
-    profile.set_shape(network.get_input(0).name, *recipe.shapes())
+    channels = int(network.get_input(0).shape[1])
+    profile.set_shape(network.get_input(0).name, *recipe.shapes(channels if channels > 0 else 3))
     config.add_optimization_profile(profile)
     if calibration is not None:
         if not builder.platform_has_fast_int8:

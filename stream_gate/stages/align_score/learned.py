@@ -5,6 +5,12 @@ normalisation, and the calibration: knots of a monotone piecewise-linear map fro
 raw predicted certainty ratio to 0–100. Shipped models live in ``stream_gate/models/``;
 ``score.model`` may also be a path to a user's own manifest. The scorer here runs on
 host arrays; torch.py runs the same model on the device.
+
+Landmark guidance (manifest ``input.landmark_map``, version 2 models): a fourth input
+channel, :func:`landmark_map`, draws the detector's five landmarks where they fall in the
+aligned crop, each as a Gaussian as wide as one pixel of the source frame is there. The
+positions carry the pose (a turned head moves the nose off the template), the widths the
+resolution the crop was upsampled from (a small face's landmarks are wide blobs).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import numpy.typing as npt
 from stream_gate.config import RuntimeConfig
 from stream_gate.errors import ModelError
 from stream_gate.runtime import Model, load_model
+from stream_gate.stages.align_score.template import ARCFACE_TEMPLATE, CROP_SIZE, umeyama
 from stream_gate.types import FloatArray, ImageBGR, Scores
 
 SHIPPED = ("cr-fiqa-s",)
@@ -49,6 +56,37 @@ def to_model_input(crops: Sequence[ImageBGR] | npt.NDArray[np.uint8],
     out = np.empty(chw.shape, np.float32)
     np.multiply(chw, np.float32(a), out=out, casting="unsafe")
     out -= np.float32(b)
+    return out
+
+
+MAX_SIGMA_PX = 16.0  # wider blobs say nothing more: the face was tiny either way
+
+
+def landmark_map(landmarks: Sequence[FloatArray] | npt.NDArray[np.float32],
+                 sigma_px: float, size_factor: npt.NDArray[np.floating] | None = None
+                 ) -> npt.NDArray[np.float32]:
+    """N×1×112×112: the five landmarks (frame pixels) drawn where the aligner puts them
+    in the crop, as Gaussians of σ = ``sigma_px`` × crop pixels per frame pixel, in
+    [1, 16] px (the maximum of the five at each pixel, peak 1).
+
+    ``size_factor`` (training only): a downscale degradation's factor per face; a face
+    shrunk by f had 1/f times fewer pixels, so its blobs are 1/f times wider.
+    """
+    lms = np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
+    out = np.zeros((len(lms), 1, CROP_SIZE, CROP_SIZE), np.float32)
+    grid = np.arange(CROP_SIZE, dtype=np.float32)
+    for i, lm in enumerate(lms):
+        if not np.all(np.isfinite(lm)):
+            raise ValueError("landmark_map: landmarks must be finite")
+        m = umeyama(lm, ARCFACE_TEMPLATE)
+        pts = lm @ m[:, :2].T + m[:, 2]
+        per_px = float(np.sqrt(abs(np.linalg.det(m[:, :2].astype(np.float64)))))
+        if size_factor is not None:
+            per_px /= max(float(size_factor[i]), 1e-3)
+        sigma = float(np.clip(sigma_px * per_px, 1.0, MAX_SIGMA_PX))
+        gx = np.exp(-((grid[None, :] - pts[:, :1]) ** 2) / (2 * sigma**2))  # 5×112
+        gy = np.exp(-((grid[None, :] - pts[:, 1:]) ** 2) / (2 * sigma**2))
+        out[i, 0] = np.max(gy[:, :, None] * gx[:, None, :], axis=0)
     return out
 
 
@@ -83,12 +121,28 @@ class Manifest:
     std: float
     calibration: Calibration
     raw: dict[str, Any]
+    landmark_sigma_px: float | None = None  # landmark guidance: the fourth channel's σ
+
+    @property
+    def channels(self) -> int:
+        """Input channels: RGB, and the landmark map for landmark-guided models."""
+        return 3 if self.landmark_sigma_px is None else 4
+
+    def inputs(self, crops: Sequence[ImageBGR] | npt.NDArray[np.uint8],
+               landmarks: Sequence[FloatArray] | npt.NDArray[np.float32]
+               ) -> npt.NDArray[np.float32]:
+        """The model's input batch for aligned ``crops`` and their frame ``landmarks``."""
+        x = to_model_input(crops, self.mean, self.std)
+        if self.landmark_sigma_px is None:
+            return x
+        return np.concatenate([x, landmark_map(landmarks, self.landmark_sigma_px)], axis=1)
 
     @staticmethod
     def load(path: Path) -> Manifest:
         try:
             data = json.loads(path.read_text())
             norm = data["input"]["normalisation"]
+            guide = data["input"].get("landmark_map")
             return Manifest(
                 name=data["name"], version=str(data["version"]),
                 file=path.parent / data["file"], sha256=data["sha256"],
@@ -97,6 +151,7 @@ class Manifest:
                 calibration=Calibration(tuple(data["calibration"]["raw"]),
                                         tuple(data["calibration"]["quality"])),
                 raw=data,
+                landmark_sigma_px=None if guide is None else float(guide["sigma_px"]),
             )
         except FileNotFoundError:
             raise ModelError(f"quality model manifest not found: {path}") from None
@@ -147,6 +202,6 @@ class CrFiqaScorer:
         if len(crops) == 0:
             empty = np.zeros((0,), np.float32)
             return Scores(raw=empty, quality=empty)
-        raw = self.model.infer(to_model_input(crops, self.manifest.mean, self.manifest.std))[0]
+        raw = self.model.infer(self.manifest.inputs(crops, landmarks))[0]
         raw = np.asarray(raw, np.float32).reshape(-1)
         return Scores(raw=raw, quality=self.manifest.calibration(raw))
