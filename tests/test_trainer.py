@@ -293,7 +293,8 @@ def test_landmark_guided_model_end_to_end(tmp_path: Path) -> None:
     assert trainer_main(["distill-data", "--prepared", str(prepared), "--teacher", str(teacher),
                          "--out", str(distill), "--k", "1"]) == 0
     assert trainer_main(["train", "--data", str(distill), "--out", str(run), "--epochs", "1",
-                         "--batch", "8", "--max-steps", "2", "--landmarks", "1.5"]) == 0
+                         "--batch", "8", "--max-steps", "2", "--landmarks", "1.5",
+                         "--aux-weight", "0.1"]) == 0
     assert trainer_main(["export", "--checkpoint", str(run / "best.pt"), "--data", str(distill),
                          "--teacher", str(teacher), "--out", str(models), "--name", "tiny-lm",
                          "--version", "2"]) == 0
@@ -314,3 +315,43 @@ def test_landmark_guided_model_end_to_end(tmp_path: Path) -> None:
     report = build_pipeline(settings, collect=True).run(duration=60)
     assert report.emissions and {e.model for e in report.emissions} == {"tiny-lm@2"}
     assert all(0 <= e.candidate.quality <= 100 for e in report.emissions)
+
+
+def test_info_nce_rewards_codes_that_pair_up() -> None:
+    from trainer.degrep import info_nce
+
+    good = torch.nn.functional.normalize(torch.tensor(
+        [[1.0, 0, 0], [1, 0.05, 0], [0, 1, 0], [0.05, 1, 0], [0, 0, 1], [0, 0.05, 1]]), dim=1)
+    swapped = good[[0, 2, 1, 4, 3, 5]]  # each view's partner now carries another code
+    assert float(info_nce(good)) < 0.01 < 1.0 < float(info_nce(swapped))
+    with pytest.raises(ValueError, match="even"):
+        info_nce(good[:5])
+
+
+def test_degradation_pairs_share_a_degradation_across_faces(face: np.ndarray) -> None:
+    from trainer.degrep import DegradationPairs
+    from trainer.distill import DistillSet
+
+    rng = np.random.default_rng(0)
+    n = 12  # six people, two clean photos each (the same face here, shifted in colour)
+    crops = np.stack([np.clip(face.astype(int) + 10 * i, 0, 255).astype(np.uint8)
+                      for i in range(n)])
+    lfw = DistillSet(crops, np.zeros(n, np.float32), np.zeros(n, np.float32),
+                     np.zeros(n, np.float32), np.arange(n), np.arange(n) // 2,
+                     np.zeros(n, bool), np.zeros((n, 5, 2), np.float32))
+    batch = DegradationPairs(lfw, pairs=4).draw(rng)
+    assert batch.crops.shape == (8, 112, 112, 3) and batch.flip.shape == (8,)
+    # Each pair: one degradation on two people; the next pair takes the first face again
+    # under another degradation (a negative that differs only in the capture).
+    for k in range(0, 8, 2):
+        assert batch.how[k] == batch.how[k + 1] != "clean"
+    assert batch.how[0] != batch.how[2]
+    assert not np.array_equal(batch.crops[0], batch.crops[2])
+    from trainer.train import with_real
+
+    real = DistillSet(crops[:4], np.zeros(4, np.float32), np.zeros(4, np.float32),
+                      np.zeros(4, np.float32), np.arange(4), np.zeros(4, np.int64),
+                      np.zeros(4, bool), np.zeros((4, 5, 2), np.float32))
+    both = DegradationPairs(with_real(lfw, real, 0.25), pairs=4).draw(rng)
+    # The second half: real crops, each beside its own mirror image.
+    assert np.array_equal(both.crops[4], both.crops[5]) and both.flip[5] and not both.flip[4]

@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--landmarks", type=float, metavar="SIGMA_PX",
                     help="landmark guidance: a 4th input channel with the detector's "
                          "landmarks as Gaussians of SIGMA_PX source pixels (e.g. 1.5)")
+    tr.add_argument("--aux-weight", type=float, default=0.0,
+                    help="weight of the degradation representation's InfoNCE (same "
+                         "degradation on two faces: positive; e.g. 0.1; 0: off)")
     tr.add_argument("--real-share", type=float, default=0.25,
                     help="the real set's share of each epoch (oversampled to it)")
     tr.add_argument("--resume", action="store_true")
@@ -188,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                           align_jitter_px=args.align_jitter, threads=args.threads,
                           max_steps=args.max_steps,
                           real=None if args.real is None else str(args.real),
-                          real_share=args.real_share, landmark_sigma_px=args.landmarks)
+                          real_share=args.real_share, landmark_sigma_px=args.landmarks,
+                          aux_weight=args.aux_weight)
         fn = train_distill if args.mode == "distill" else train_joint
         result = fn(args.data, args.out, cfg, resume=args.resume)
         print(json.dumps({k: v for k, v in result.items() if k != "history"}))

@@ -73,7 +73,8 @@ def export(checkpoint: Path, data: Path, teacher_path: Path, out: Path, name: st
     cfg = state["config"]
     sigma = cfg.get("landmark_sigma_px")
     channels = 3 if sigma is None else 4
-    net = QualityNet(cfg["backbone"], cfg["emb_dim"], channels)
+    net = QualityNet(cfg["backbone"], cfg["emb_dim"], channels,
+                     cfg.get("aux_dim", 0) if cfg.get("aux_weight") else 0)
     net.load_state_dict(state["model"])
     net.eval()
     wrapped = QualityOnly(net).eval()
@@ -141,6 +142,7 @@ def export(checkpoint: Path, data: Path, teacher_path: Path, out: Path, name: st
             "data": json.loads(summary_path.read_text()) if summary_path.exists() else None,
             "epochs": len(history), "final": history[-1] if history else None,
             "landmark_sigma_px": sigma, "real": cfg.get("real"),
+            "aux_weight": cfg.get("aux_weight", 0.0),
             "real_share": cfg.get("real_share") if cfg.get("real") else None,
             "command": cfg.get("command") or (
                 "python -m trainer prepare && python -m trainer distill-data && "

@@ -123,12 +123,20 @@ class QualityNet(nn.Module):
 
     ``in_ch`` 4: the crop's RGB and the landmark map (landmark guidance)."""
 
-    def __init__(self, name: str = "mobilefacenet-s", emb_dim: int = 128, in_ch: int = 3
-                 ) -> None:
+    def __init__(self, name: str = "mobilefacenet-s", emb_dim: int = 128, in_ch: int = 3,
+                 aux_dim: int = 0) -> None:
         super().__init__()
         self.in_ch = in_ch
         self.backbone = backbone(name, emb_dim, in_ch)
         self.head = nn.Linear(emb_dim, 1)
+        # The degradation code's projection (trainer/degrep.py); training only, never
+        # exported.
+        self.aux = nn.Linear(emb_dim, aux_dim) if aux_dim else None
+
+    def degradation_code(self, emb: torch.Tensor) -> torch.Tensor:
+        if self.aux is None:
+            raise ValueError("this QualityNet has no degradation head (aux_dim 0)")
+        return F.normalize(self.aux(emb), dim=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         emb = self.backbone(x)
@@ -140,10 +148,11 @@ class QualityOnly(nn.Module):
 
     def __init__(self, net: QualityNet) -> None:
         super().__init__()
-        self.net = net
+        self.backbone, self.head = net.backbone, net.head  # not the training-only aux head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)[1]
+        out: torch.Tensor = self.head(self.backbone(x)).squeeze(1)
+        return out
 
 
 class ArcFaceHead(nn.Module):

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from stream_gate.stages.align_score.learned import landmark_map, to_model_input
 from trainer.data import load_prepared
 from trainer.degrade import random_degradation
+from trainer.degrep import DegradationPairs, info_nce
 from trainer.distill import DistillSet
 from trainer.jitter import jitter_batch
 from trainer.nets import ArcFaceHead, QualityNet, cr_from_cosines
@@ -45,6 +46,10 @@ class TrainConfig:
     real: str | None = None  # a `real-data` folder trained on beside the LFW set
     real_share: float = 0.25  # its share of each epoch's samples (oversampled to it)
     landmark_sigma_px: float | None = None  # landmark guidance: the 4th channel's σ
+    aux_weight: float = 0.0  # the degradation representation's InfoNCE (0: off)
+    aux_pairs: int = 8  # its pairs per step (2 views each)
+    aux_dim: int = 64
+    aux_tau: float = 0.1
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -109,7 +114,8 @@ def _setup(cfg: TrainConfig) -> QualityNet:
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    return QualityNet(cfg.backbone, cfg.emb_dim, 3 if cfg.landmark_sigma_px is None else 4)
+    return QualityNet(cfg.backbone, cfg.emb_dim, 3 if cfg.landmark_sigma_px is None else 4,
+                      cfg.aux_dim if cfg.aux_weight > 0 else 0)
 
 
 def with_real(lfw: DistillSet, real: DistillSet, share: float) -> DistillSet:
@@ -171,6 +177,7 @@ def train_distill(data: Path, out: Path, cfg: TrainConfig, resume: bool = False)
         print(f"resumed after epoch {state['epoch'] + 1}")
     target = torch.from_numpy(tr.cr)
     rng = np.random.default_rng(cfg.seed)
+    aux = DegradationPairs(tr, cfg.aux_pairs) if cfg.aux_weight > 0 else None
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -184,6 +191,12 @@ def train_distill(data: Path, out: Path, cfg: TrainConfig, resume: bool = False)
                               guide_of(tr, idx, cfg.landmark_sigma_px))
             pred = model(x)[1]
             loss = cfg.alpha * loss_fn(pred, target[idx])
+            if aux is not None:
+                ab = aux.draw(rng)
+                guide = None if cfg.landmark_sigma_px is None else landmark_map(
+                    ab.landmarks, cfg.landmark_sigma_px, ab.size_factor)
+                codes = model.degradation_code(model(_batch_tensor(ab.crops, ab.flip, guide))[0])
+                loss = loss + cfg.aux_weight * info_nce(codes, cfg.aux_tau)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -219,8 +232,8 @@ def train_joint(prepared: Path, out: Path, cfg: TrainConfig, resume: bool = Fals
     For a large identity dataset and a GPU; here it runs on the prepared crops of the
     training identities with random degradations applied on the fly.
     """
-    if cfg.landmark_sigma_px is not None or cfg.real is not None:
-        raise SystemExit("--landmarks and --real are for --mode distill")
+    if cfg.landmark_sigma_px is not None or cfg.real is not None or cfg.aux_weight:
+        raise SystemExit("--landmarks, --real and --aux-weight are for --mode distill")
     crops, samples = load_prepared(prepared)
     train = [s for s in samples if s.split == "train"]
     names = sorted({s.identity for s in train})
