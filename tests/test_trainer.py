@@ -355,3 +355,11 @@ def test_degradation_pairs_share_a_degradation_across_faces(face: np.ndarray) ->
     both = DegradationPairs(with_real(lfw, real, 0.25), pairs=4).draw(rng)
     # The second half: real crops, each beside its own mirror image.
     assert np.array_equal(both.crops[4], both.crops[5]) and both.flip[5] and not both.flip[4]
+
+
+def test_pair_oracle_is_the_floor_of_every_ordering() -> None:
+    rng = np.random.default_rng(5)
+    genuine = rng.normal(0.5, 0.2, 400)
+    floor = pauc(edc(genuine, genuine, thr=0.4))
+    for _ in range(20):
+        assert pauc(edc(genuine, rng.random(400), thr=0.4)) >= floor - 1e-12
