@@ -22,6 +22,7 @@ reported on its own; models are chosen on ``dev`` only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -297,7 +298,8 @@ def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_
     if "teacher" in comparators:
         embs["teacher"] = t_emb
     if "dlib" in comparators:
-        embs["dlib"] = DlibRecogniser().embed(items.crops, progress="dlib")
+        embs["dlib"] = _cached(out, "dlib", items.crops,
+                               lambda c: DlibRecogniser().embed(c, progress="dlib"))
     scores: dict[str, Scores] = {}
     for m in models:
         name, q = model_scores(items, m)
@@ -312,6 +314,21 @@ def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_
     print(text)
     print(f"results: {out / 'results.json'}; picks: {out}/picks-*.png")
     return summary
+
+
+def _cached(out: Path, name: str, crops: npt.NDArray[np.uint8],
+            embed: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float32]]
+            ) -> npt.NDArray[np.float32]:
+    """A comparator's embeddings of ``crops``, kept in ``out`` under a hash of the crops
+    (dlib takes minutes; the crops change only with the clips or the pipeline)."""
+    key = hashlib.sha1(np.ascontiguousarray(crops).tobytes()).hexdigest()[:16]
+    path = out / f"embeddings-{name}-{key}.npy"
+    if path.exists():
+        cached: npt.NDArray[np.float32] = np.load(path)
+        return cached
+    emb = embed(crops)
+    np.save(path, emb)
+    return emb
 
 
 def _mean_embedding(teacher: Any, photos: Sequence[Path]) -> npt.NDArray[np.float32]:
