@@ -19,6 +19,7 @@ from trainer.realvideo import ClipCrops, Segment, load_clips, segments
 from trainer.video_eval import (
     ORACLE,
     RANDOM,
+    SEGMENT_ORACLE,
     compare,
     genuine_pairs,
     headroom,
@@ -173,7 +174,7 @@ def test_benchmark_on_real_clips_with_a_gallery(tmp_path: Path) -> None:
     assert "ab" in half["clips"]  # the side-by-side clip's tracks were named
     sel = half["comparators"]["teacher"]["selectors"]
     assert set(sel) == {"cr-fiqa-s@1", "heuristic", "largest face", "detector score",
-                        "Laplacian", RANDOM, ORACLE}
+                        "Laplacian", RANDOM, ORACLE, SEGMENT_ORACLE}
     for name, v in sel.items():
         assert v["similarity"] <= sel[ORACLE]["similarity"] + 1e-9, name
     assert sel[ORACLE]["headroom_similarity"] == 1.0 and sel[RANDOM]["headroom_similarity"] == 0
@@ -272,3 +273,12 @@ def test_headroom_interval_widens_when_people_disagree() -> None:
     assert headroom_interval(same, rnd, ora) == pytest.approx((0.5, 0.5))
     lo, hi = headroom_interval(split, rnd, ora)
     assert lo < 0.5 < hi and lo >= 0.0 and hi <= 1.0
+
+
+def test_segment_oracle_picks_the_crop_nearest_the_persons_other_segments() -> None:
+    from trainer.video_eval import segment_oracle
+
+    items = _items([0, 0.1, 2, 2.1, 4, 4.1], ["a"] * 6)
+    emb = _unit([0, 50, 40, 90, 45, 120])  # segment 1 and 2 lean towards 45°
+    segs = segments(items, 1.5)
+    assert segment_oracle(emb, segs).tolist() == [1, 2, 4]

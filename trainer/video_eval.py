@@ -8,7 +8,10 @@ lets every selector pick one crop per segment:
   area), the detector's score, Laplacian sharpness;
 - ``random``: the expected value over every crop of each segment (no draw, no noise);
 - ``oracle``: for each compared pair of segments, the pair of crops the comparator likes
-  best (the ceiling of any selector).
+  best (the ceiling of any selector);
+- ``oracle, one pick a segment``: the crop of each segment nearest the person's other
+  segments, as the comparator sees them (the ceiling of a selector that, like the gate,
+  picks once per segment).
 
 Each person weighs the same in the means, however long their clip.
 
@@ -47,12 +50,29 @@ from trainer.realvideo import (
 
 FMR = 1e-2
 RANDOM, ORACLE = "random", "oracle"
+SEGMENT_ORACLE = "oracle, one pick a segment"
 Scores = npt.NDArray[np.float64]
 
 
 def picks(segs: Sequence[Segment], score: npt.NDArray[np.floating]) -> npt.NDArray[np.intp]:
     """The row each segment's selector picks: its highest score (first on ties)."""
     return np.array([s.rows[int(np.argmax(score[s.rows]))] for s in segs], np.intp)
+
+
+def segment_oracle(emb: npt.NDArray[np.float32], segs: Sequence[Segment]
+                   ) -> npt.NDArray[np.intp]:
+    """The best a selector that picks one crop per segment could do, as the comparator
+    sees it: each segment's crop nearest the mean of the person's other segments'
+    crops. (``oracle`` picks anew for every pair of segments, which no selector can.)"""
+    out = np.empty(len(segs), np.intp)
+    for i, s in enumerate(segs):
+        others = [t.rows for j, t in enumerate(segs) if j != i and t.identity == s.identity]
+        if not others:
+            out[i] = s.rows[0]
+            continue
+        centre = emb[np.concatenate(others)].mean(0)
+        out[i] = s.rows[int(np.argmax(emb[s.rows] @ centre))]
+    return out
 
 
 def genuine_pairs(segs: Sequence[Segment]) -> list[tuple[int, int]]:
@@ -230,7 +250,8 @@ def run_benchmark(items: ClipCrops, scores: Mapping[str, Scores],
             "tracks": {f"{s.clip}/{s.track}": s.identity for s in segs}, "comparators": {}}
         for comp, emb in embs.items():
             thr = impostor_threshold(emb[rows], [items.identity[r] for r in rows])
-            res = compare(emb, segs, pairs, chosen, thr)
+            best_single = {SEGMENT_ORACLE: segment_oracle(emb, segs)}
+            res = compare(emb, segs, pairs, {**chosen, **best_single}, thr)
             rnd, ora = res[RANDOM], res[ORACLE]
             half["comparators"][comp] = {"threshold": round(thr, 5), "selectors": {
                 k: {"similarity": round(v.similarity, 4),
