@@ -248,8 +248,9 @@ def test_real_data_builds_a_training_set_from_train_and_dev_clips(tmp_path: Path
                      '[[clips]]\nfile = "dev.mp4"\nidentity = "d19"\nsplit = "dev"\n'
                      '[[clips]]\nfile = "test.mp4"\nidentity = "d19b"\nsplit = "test"\n')
     out = tmp_path / "real"
-    base = ["real-data", "--clips", str(clips), "--media", str(tmp_path), "--teacher",
-            str(teacher), "--prepared", str(tmp_path / "lfw"), "--fps", "5", "--out", str(out)]
+    base = ["real-data", "--clips", str(clips), "--media", str(tmp_path), "--splits",
+            "train,dev", "--teacher", str(teacher), "--prepared", str(tmp_path / "lfw"),
+            "--fps", "5", "--out", str(out)]
     with pytest.raises(SystemExit, match="never train on them"):
         trainer_main([*base, "--splits", "dev,test"])
     assert trainer_main(base) == 0

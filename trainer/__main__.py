@@ -118,11 +118,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="photos of the people of gallery clips: DIR/<identity>/*.jpg")
     vv.add_argument("--gallery-min-sim", type=float, default=0.45,
                     help="teacher similarity a track's best crop needs to take a name")
+    vv.add_argument("--half", choices=["dev", "test", "both"], default="both",
+                    help="report one half only (choose models on dev without seeing test)")
     vv.add_argument("--out", type=Path, default=Path("work/eval-video"))
     rd = sub.add_parser("real-data", help="the real training set: tracked video faces with "
                         "teacher CR targets (leave-segment-out centres)")
     _clips(rd)
-    rd.add_argument("--splits", default="train,dev",
+    rd.add_argument("--splits", default="train",
                     help="clip-list halves to build from (never 'test': it is the "
                          "benchmark's)")
     rd.add_argument("--prepared", type=Path, default=Path("work/lfw"),
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
 
         evaluate_video(args.clips, args.media, args.model or ["cr-fiqa-s"], args.teacher,
                        args.comparator or ["teacher", "dlib"], args.out, args.fps,
-                       args.segment_s, args.gallery, args.gallery_min_sim)
+                       args.segment_s, args.gallery, args.gallery_min_sim,
+                       ("dev", "test") if args.half == "both" else (args.half,))
         return 0
 
     if args.cmd == "prepare":

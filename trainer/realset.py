@@ -1,9 +1,11 @@
 """The real training set (DSL-FIQA's second set): faces tracked through real video.
 
 ``python -m trainer real-data`` runs the pipeline on the clip list's ``train`` clips
-(several people: every track is a pseudo-identity of its own) and, by default, its
-``dev`` clips (one named person: all that person's tracks are one identity), never its
-``test`` clips. Each crop gets the teacher's certainty ratio as its target:
+(several people: every track is a pseudo-identity of its own) and, with ``--splits
+train,dev``, its ``dev`` clips (one named person: all that person's tracks are one
+identity), never its ``test`` clips. The default leaves ``dev`` out: models are chosen
+on it, and a model trained on the dev clips' own crops would be chosen on data it saw.
+Each crop gets the teacher's certainty ratio as its target:
 
 - own centre: the mean teacher embedding of the same identity's crops in its *other*
   segments (leave-segment-out, as the LFW set leaves the photo out), so a crop is never

@@ -232,11 +232,11 @@ Embedder = Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float32]]
 
 def run_benchmark(items: ClipCrops, scores: Mapping[str, Scores],
                   embs: Mapping[str, npt.NDArray[np.float32]], segment_s: float,
-                  out: Path | None = None) -> dict[str, Any]:
-    """Every selector under every comparator on each half; sheets into ``out``."""
+                  out: Path | None = None, halves: Sequence[str] = SPLITS) -> dict[str, Any]:
+    """Every selector under every comparator on each of ``halves``; sheets into ``out``."""
     segs_all = segments(items, segment_s)
     report: dict[str, Any] = {}
-    for split in SPLITS:
+    for split in halves:
         segs = [s for s in segs_all if s.split == split]
         if not segs:
             continue
@@ -293,14 +293,15 @@ def table(report: Mapping[str, Any]) -> str:
 def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_path: Path,
                    comparators: Sequence[str], out: Path, fps: float = 10.0,
                    segment_s: float = 1.5, gallery: Path | None = None,
-                   gallery_min_sim: float = 0.45) -> dict[str, Any]:
+                   gallery_min_sim: float = 0.45, halves: Sequence[str] = SPLITS
+                   ) -> dict[str, Any]:
     """The whole benchmark: dumps (cached), crops, scores, embeddings, report, sheets."""
     from stream_gate.log import setup_logging
     from trainer.recognisers import DlibRecogniser, OnnxRecogniser
 
     setup_logging("warning")
     out.mkdir(parents=True, exist_ok=True)
-    clips = [c for c in load_clips(clip_list, media) if c.split in SPLITS]
+    clips = [c for c in load_clips(clip_list, media) if c.split in halves]
     parts = []
     for n, clip in enumerate(clips, 1):
         print(f"[{n}/{len(clips)}] pipeline on {clip.path.name}", flush=True)
@@ -326,7 +327,7 @@ def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_
         name, q = model_scores(items, m)
         scores[name] = q
     scores.update(baseline_scores(items))
-    report = run_benchmark(items, scores, embs, segment_s, out)
+    report = run_benchmark(items, scores, embs, segment_s, out, halves)
     summary = {"clip_list": str(clip_list), "fps": fps, "segment_s": segment_s,
                "models": list(scores)[: len(models)], "halves": report}
     (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
