@@ -35,7 +35,7 @@ from stream_gate.stages.align_score.learned import CrFiqaScorer
 from trainer.data import Sample, load_prepared
 from trainer.degrade import FAMILIES, random_degradation
 from trainer.distill import EVAL_SEED_OFFSET, HARD_SEED_OFFSET, holdout_of, loo_certainty_ratio
-from trainer.recognisers import DlibRecogniser, OnnxRecogniser
+from trainer.recognisers import DlibRecogniser, OnnxRecogniser, cached_embed
 
 FMRS = (1e-2, 1e-3)
 ORACLE = "oracle (pairs by their own score)"
@@ -150,7 +150,8 @@ def evaluate(prepared: Path, models: list[str], teacher_path: Path, comparators:
     teacher = OnnxRecogniser(teacher_path)
     embs = {"teacher": teacher.embed(items, progress="teacher")}
     if "dlib" in comparators:
-        embs["dlib"] = DlibRecogniser().embed(items, progress="dlib")
+        embs["dlib"] = cached_embed(out, "dlib", items,
+                                    lambda c: DlibRecogniser().embed(c, progress="dlib"))
 
     # Quality of every item by every method.
     marks = [np.array(s.landmarks, np.float32) for s in owners]

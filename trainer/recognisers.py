@@ -12,6 +12,8 @@ Both return L2-normalised embeddings (N×D float32) for BGR uint8 crops.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +90,17 @@ class DlibRecogniser:
             chip = self.dlib.get_face_chip(rgb, shape, size=150, padding=0.25)
             out[i] = np.asarray(self.net.compute_face_descriptor(chip), np.float32)
         return _l2(out)
+
+
+def cached_embed(folder: Path, name: str, crops: Crops, embed: Callable[[Crops], Emb]) -> Emb:
+    """``embed(crops)``, kept in ``folder`` under a hash of the crops: dlib takes minutes,
+    and a benchmark's crops change only with its clips, pipeline or protocol."""
+    key = hashlib.sha1(np.ascontiguousarray(crops).tobytes()).hexdigest()[:16]
+    path = folder / f"embeddings-{name}-{key}.npy"
+    if path.exists():
+        cached: Emb = np.load(path)
+        return cached
+    emb = embed(crops)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(path, emb)
+    return emb

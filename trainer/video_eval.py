@@ -25,7 +25,6 @@ reported on its own; models are chosen on ``dev`` only.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -297,7 +296,7 @@ def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_
                    ) -> dict[str, Any]:
     """The whole benchmark: dumps (cached), crops, scores, embeddings, report, sheets."""
     from stream_gate.log import setup_logging
-    from trainer.recognisers import DlibRecogniser, OnnxRecogniser
+    from trainer.recognisers import DlibRecogniser, OnnxRecogniser, cached_embed
 
     setup_logging("warning")
     out.mkdir(parents=True, exist_ok=True)
@@ -320,8 +319,8 @@ def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_
     if "teacher" in comparators:
         embs["teacher"] = t_emb
     if "dlib" in comparators:
-        embs["dlib"] = _cached(out, "dlib", items.crops,
-                               lambda c: DlibRecogniser().embed(c, progress="dlib"))
+        embs["dlib"] = cached_embed(out, "dlib", items.crops,
+                                    lambda c: DlibRecogniser().embed(c, progress="dlib"))
     scores: dict[str, Scores] = {}
     for m in models:
         name, q = model_scores(items, m)
@@ -336,21 +335,6 @@ def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_
     print(text)
     print(f"results: {out / 'results.json'}; picks: {out}/picks-*.png")
     return summary
-
-
-def _cached(out: Path, name: str, crops: npt.NDArray[np.uint8],
-            embed: Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float32]]
-            ) -> npt.NDArray[np.float32]:
-    """A comparator's embeddings of ``crops``, kept in ``out`` under a hash of the crops
-    (dlib takes minutes; the crops change only with the clips or the pipeline)."""
-    key = hashlib.sha1(np.ascontiguousarray(crops).tobytes()).hexdigest()[:16]
-    path = out / f"embeddings-{name}-{key}.npy"
-    if path.exists():
-        cached: npt.NDArray[np.float32] = np.load(path)
-        return cached
-    emb = embed(crops)
-    np.save(path, emb)
-    return emb
 
 
 def _mean_embedding(teacher: Any, photos: Sequence[Path]) -> npt.NDArray[np.float32]:
