@@ -219,13 +219,15 @@ def evaluate(prepared: Path, models: list[str], teacher_path: Path, comparators:
     trivial = ("heuristic", "blur (Laplacian)", "random")
     learned_names = list(quality)[: len(models)]
     lines = ["| comparator @ FMR | " + " | ".join(methods) + " | FNMR at 0% | "
-             + " | ".join(f"{m} ÷ best trivial" for m in learned_names) + " |",
-             "|---" * (len(methods) + 2 + len(learned_names)) + "|"]
+             + " | ".join(f"{m} ÷ best trivial (oracle's share)" for m in learned_names)
+             + " |", "|---" * (len(methods) + 2 + len(learned_names)) + "|"]
     for key, row in results.items():
         best = min(row[m] for m in trivial)
+        gain = best - row[ORACLE]  # what a perfect order gains over the best trivial one
         lines.append(f"| {key} | " + " | ".join(f"{row[m]:.3f}" for m in methods)
                      + f" | {row['FNMR at 0%']:.3f} | "
-                     + " | ".join(f"{row[m] / best:.3f}" for m in learned_names) + " |")
+                     + " | ".join(f"{row[m] / best:.3f} ({(best - row[m]) / gain:.2f})"
+                                  for m in learned_names) + " |")
     table = "\n".join(lines)
     summary = {"items": len(items), "identities": len(names), "genuine_pairs": n_gen,
                "protocol": asdict(proto), "copies_per_photo": k,
