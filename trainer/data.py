@@ -42,10 +42,15 @@ class Sample:
     split: str
 
 
+def name_hash(name: str) -> int:
+    """A 32-bit number fixed by ``name``: the same person always lands on the same side
+    of every identity-level split (LFW train/val, its val/test halves, video dev/test)."""
+    return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16)
+
+
 def split_of(identity: str, val_fraction: float) -> str:
     """Deterministic identity-level split: the same name always lands on the same side."""
-    h = int(hashlib.sha1(identity.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "val" if h < val_fraction else "train"
+    return "val" if name_hash(identity) / 0xFFFFFFFF < val_fraction else "train"
 
 
 def list_images(root: Path, max_per_identity: int | None) -> list[tuple[str, Path]]:

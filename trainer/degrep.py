@@ -59,9 +59,10 @@ class DegradationPairs:
         src = np.asarray(data.source)
         self.lfw = np.flatnonzero((src >= 0) & ~np.asarray(data.degraded))
         real = np.flatnonzero(src < 0)
-        # One row per real crop (with_real repeats them), in track order.
+        # One row per real crop (with_real repeats them), in track order: with_real
+        # stores the real set's row r as source -1 - r, so ascending sources run backwards.
         _, first = np.unique(src[real], return_index=True)
-        self.real = real[first][np.argsort(-src[real][first])]
+        self.real = real[first][::-1]
         if len(self.lfw) < 2:
             raise SystemExit("--aux-weight needs clean LFW photos in the training set")
 

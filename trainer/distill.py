@@ -10,7 +10,6 @@ single-photo identities included. CR = CCS / (NNCCS + 1 + ε) is the regression 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from trainer.cr import EPS
-from trainer.data import Sample
+from trainer.data import Sample, name_hash
 from trainer.degrade import random_degradation
 
 EVAL_SEED_OFFSET = 1_000_000_000  # evaluation degradations never reuse training seeds
@@ -33,8 +32,7 @@ def holdout_of(identity: str) -> str:
     """The half of a validation identity: ``val`` (choosing epochs, models, calibration)
     or ``test`` (held out for the reported figures). A salted hash, independent of the
     train/validation draw."""
-    h = int(hashlib.sha1(f"holdout:{identity}".encode()).hexdigest()[:8], 16)
-    return "test" if h % 2 else "val"
+    return "test" if name_hash(f"holdout:{identity}") % 2 else "val"
 
 
 class Embedder(Protocol):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -61,6 +62,23 @@ def pauc(curve: npt.NDArray[np.float64], upto: float = 0.3) -> float:
     m = upto + 1e-9 >= DISCARD
     area = float(np.sum((curve[m][1:] + curve[m][:-1]) / 2 * np.diff(DISCARD[m])))
     return area / (upto * curve[0]) if curve[0] > 0 else float("nan")
+
+
+def model_quality(model: str, crops: npt.NDArray[np.uint8],
+                  landmarks: Sequence[npt.NDArray[np.float32]] | npt.NDArray[np.float32]
+                  ) -> tuple[str, npt.NDArray[np.float32]]:
+    """(name@version, calibrated quality of every crop) of a shipped model name or a
+    manifest path, in batches of 256 (both benchmarks)."""
+    scorer = CrFiqaScorer.load(model)
+    q = [scorer.score(list(crops[s : s + 256]), list(landmarks[s : s + 256])).quality
+         for s in range(0, len(crops), 256)]
+    return scorer.name, np.concatenate(q) if q else np.zeros(0, np.float32)
+
+
+def laplacian(crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
+    """Laplacian sharpness of every crop's face region (the blur baseline)."""
+    return np.array([sharpness(cv2.cvtColor(c, cv2.COLOR_BGR2GRAY)) for c in crops],
+                    np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,14 +175,11 @@ def evaluate(prepared: Path, models: list[str], teacher_path: Path, comparators:
     marks = [np.array(s.landmarks, np.float32) for s in owners]
     quality: dict[str, npt.NDArray[np.floating]] = {}
     for m in models:
-        learned = CrFiqaScorer.load(m)
-        quality[learned.name] = np.concatenate([
-            learned.score(list(items[s : s + 256]), marks[s : s + 256]).quality
-            for s in range(0, len(items), 256)])
+        name, q = model_quality(m, items, marks)
+        quality[name] = q
     quality.update({
         "heuristic": HeuristicScorer().score(list(items), marks).quality,
-        "blur (Laplacian)": np.array(
-            [sharpness(cv2.cvtColor(im, cv2.COLOR_BGR2GRAY)) for im in items]),
+        "blur (Laplacian)": laplacian(items),
         "random": np.random.default_rng(0).random(len(items)),
     })
     # Teacher's own CR: own centre from the identity's other clean photos.

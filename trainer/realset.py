@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from trainer.cr import EPS
 from trainer.distill import DistillSet, Embedder
-from trainer.realvideo import ClipCrops, Segment, dump_clip, load_clips, load_dump, segments
+from trainer.realvideo import ClipCrops, Segment, clip_crops, load_clips, segments
 
 
 def pseudo_identities(items: ClipCrops) -> None:
@@ -84,11 +84,7 @@ def build_real(clip_list: Path, media: Path, splits: tuple[str, ...], teacher: E
     clips = [c for c in load_clips(clip_list, media) if c.split in splits]
     if not clips:
         raise SystemExit(f"{clip_list}: no clip in {splits}")
-    parts = []
-    for n, clip in enumerate(clips, 1):
-        print(f"[{n}/{len(clips)}] pipeline on {clip.path.name}", flush=True)
-        parts.append(load_dump(dump_clip(clip, work / "dump", fps), clip))
-    items = ClipCrops.concat(parts)
+    items = clip_crops(clips, work, fps)
     pseudo_identities(items)
     segs = segments(items, segment_s, min_crops=1)
     emb = teacher.embed(items.crops, progress="teacher real")

@@ -19,7 +19,6 @@ both start here:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tomllib
 from collections import defaultdict
@@ -31,6 +30,8 @@ import av
 import cv2
 import numpy as np
 import numpy.typing as npt
+
+from trainer.data import IMAGE_SUFFIXES, name_hash
 
 SPLITS = ("dev", "test")
 
@@ -51,8 +52,7 @@ class Clip:
 
 def split_of(identity: str) -> str:
     """Deterministic identity-level half: the same name always lands on the same side."""
-    h = int(hashlib.sha1(identity.encode()).hexdigest()[:8], 16)
-    return SPLITS[h % 2]
+    return SPLITS[name_hash(identity) % 2]
 
 
 def load_clips(path: Path, media: Path) -> list[Clip]:
@@ -217,12 +217,21 @@ def load_dump(folder: Path, clip: Clip, min_track_crops: int = 3) -> ClipCrops:
     )
 
 
+def clip_crops(clips: Sequence[Clip], work: Path, fps: float) -> ClipCrops:
+    """Every clip's scored crops, each clip through the pipeline once (its dump cached in
+    ``work/dump``), with progress shown."""
+    parts = []
+    for n, clip in enumerate(clips, 1):
+        print(f"[{n}/{len(clips)}] pipeline on {clip.path.name}", flush=True)
+        parts.append(load_dump(dump_clip(clip, work / "dump", fps), clip))
+    return ClipCrops.concat(parts)
+
+
 def read_gallery(folder: Path) -> dict[str, list[Path]]:
     """``folder/<identity>/*.jpg|png``: the photos of each person."""
     if not folder.is_dir():
         raise SystemExit(f"--gallery {folder}: not a folder")
-    out = {d.name: sorted(p for p in d.iterdir()
-                          if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+    out = {d.name: sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
            for d in sorted(folder.iterdir()) if d.is_dir()}
     out = {k: v for k, v in out.items() if v}
     if not out:

@@ -26,7 +26,7 @@ reported on its own; models are chosen on ``dev`` only.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,9 +39,8 @@ from trainer.realvideo import (
     SPLITS,
     ClipCrops,
     Segment,
-    dump_clip,
+    clip_crops,
     load_clips,
-    load_dump,
     name_tracks,
     read_gallery,
     segments,
@@ -170,7 +169,8 @@ def headroom_interval(sel: Outcome, rnd: Outcome, ora: Outcome, n: int = 2000,
 
 def baseline_scores(items: ClipCrops) -> dict[str, Scores]:
     """Per-crop scores of the trivial selectors (higher = picked first)."""
-    from stream_gate.stages.align_score.heuristic import HeuristicScorer, sharpness
+    from stream_gate.stages.align_score.heuristic import HeuristicScorer
+    from trainer.evaluate import laplacian
 
     marks = list(items.landmarks)
     box = items.box.astype(np.float64)
@@ -178,19 +178,8 @@ def baseline_scores(items: ClipCrops) -> dict[str, Scores]:
         "heuristic": HeuristicScorer().score(list(items.crops), marks).quality.astype(float),
         "largest face": (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]),
         "detector score": items.det_score.astype(np.float64),
-        "Laplacian": np.array([sharpness(cv2.cvtColor(c, cv2.COLOR_BGR2GRAY))
-                               for c in items.crops]),
+        "Laplacian": laplacian(items.crops),
     }
-
-
-def model_scores(items: ClipCrops, model: str) -> tuple[str, Scores]:
-    """(name@version, quality of every crop) of a shipped model name or manifest path."""
-    from stream_gate.stages.align_score.learned import CrFiqaScorer
-
-    scorer = CrFiqaScorer.load(model)
-    q = [scorer.score(list(items.crops[s : s + 256]), list(items.landmarks[s : s + 256]))
-         .quality for s in range(0, len(items), 256)]
-    return scorer.name, np.concatenate(q).astype(np.float64) if q else np.zeros(0)
 
 
 def contact_sheet(items: ClipCrops, segs: Sequence[Segment],
@@ -224,9 +213,6 @@ def contact_sheet(items: ClipCrops, segs: Sequence[Segment],
             sheet[y : y + thumb, label_w + c * thumb : label_w + (c + 1) * thumb] = crop
     cv2.imwrite(str(path), sheet)
     return len(rows)
-
-
-Embedder = Callable[[npt.NDArray[np.uint8]], npt.NDArray[np.float32]]
 
 
 def run_benchmark(items: ClipCrops, scores: Mapping[str, Scores],
@@ -296,22 +282,25 @@ def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_
                    ) -> dict[str, Any]:
     """The whole benchmark: dumps (cached), crops, scores, embeddings, report, sheets."""
     from stream_gate.log import setup_logging
+    from trainer.evaluate import model_quality
     from trainer.recognisers import DlibRecogniser, OnnxRecogniser, cached_embed
 
     setup_logging("warning")
     out.mkdir(parents=True, exist_ok=True)
     clips = [c for c in load_clips(clip_list, media) if c.split in halves]
-    parts = []
-    for n, clip in enumerate(clips, 1):
-        print(f"[{n}/{len(clips)}] pipeline on {clip.path.name}", flush=True)
-        parts.append(load_dump(dump_clip(clip, out / "dump", fps), clip))
-    items = ClipCrops.concat(parts)
+    items = clip_crops(clips, out, fps)
     print(f"{len(items)} scored crops in {len(set(items.clip))} clips", flush=True)
     teacher = OnnxRecogniser(teacher_path)
     t_emb = teacher.embed(items.crops, progress="teacher")
     if any(not c.identity for c in clips):
         gal = read_gallery(gallery) if gallery is not None else {}
-        centres = {k: _mean_embedding(teacher, v) for k, v in gal.items()}
+        if gal:
+            from trainer.data import photo_detector
+
+            detector = photo_detector()  # one for every person of the gallery
+            centres = {k: _mean_embedding(teacher, v, detector) for k, v in gal.items()}
+        else:
+            centres = {}
         keep = name_tracks(items, t_emb, centres, gallery_min_sim,
                            {c.identity: c.split for c in clips if c.identity})
         items, t_emb = items.subset(keep), t_emb[keep]
@@ -323,8 +312,8 @@ def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_
                                     lambda c: DlibRecogniser().embed(c, progress="dlib"))
     scores: dict[str, Scores] = {}
     for m in models:
-        name, q = model_scores(items, m)
-        scores[name] = q
+        name, q = model_quality(m, items.crops, items.landmarks)
+        scores[name] = q.astype(np.float64)
     scores.update(baseline_scores(items))
     report = run_benchmark(items, scores, embs, segment_s, out, halves)
     summary = {"clip_list": str(clip_list), "fps": fps, "segment_s": segment_s,
@@ -337,11 +326,12 @@ def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_
     return summary
 
 
-def _mean_embedding(teacher: Any, photos: Sequence[Path]) -> npt.NDArray[np.float32]:
+def _mean_embedding(teacher: Any, photos: Sequence[Path], detector: Any
+                    ) -> npt.NDArray[np.float32]:
     """The L2-normalised mean embedding of a gallery person's aligned photos."""
     from trainer.data import align_photos
 
-    crops = align_photos(list(photos))
+    crops = align_photos(list(photos), detector=detector)
     if len(crops) == 0:
         raise SystemExit(f"gallery: no face found in {photos[0].parent}")
     e = teacher.embed(crops).mean(axis=0)
