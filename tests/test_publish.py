@@ -17,6 +17,7 @@ from stream_gate.errors import SinkError
 from stream_gate.stages.publish import DirectorySink, RedisSink
 from stream_gate.types import Candidate, Emission, Origin
 
+from .conftest import free_port
 from .conftest import start_redis as _start
 
 SCHEMA_FIELDS = {"v", "emit_id", "stream_id", "track_id", "rank", "reason", "quality",
@@ -166,11 +167,17 @@ def test_cluster_entries_carry_owner_and_epoch_through_the_spool_and_the_fence_d
     sink.publish([emission(0, origin=Origin("w1", 7))])
     (_, first), = redis.Redis(port=port).xrange("stream_gate:crops")
     assert set(first) == {k.encode() for k in SCHEMA_FIELDS | CLUSTER_FIELDS}
+    held.clear()  # the lease lapsed (a paused worker): with Redis up, it is fenced
+    sink.publish([emission(1, origin=Origin("w1", 7))])
+    assert sink.fenced == 1
+    held.add(("cam", 7))
     procs[0].kill()
     procs[0].wait()
-    sink.publish([emission(1, origin=Origin("w1", 7))])  # Redis down: onto the spool
-    held.clear()  # the lease lapsed: what comes now is fenced, even on its way to disk
-    sink.publish([emission(2, origin=Origin("w1", 7))])
+    sink.publish([emission(2, origin=Origin("w1", 7))])  # Redis down: onto the spool
+    # The outage lapses the lease before the publisher gets to an emission the pipeline
+    # handed over under it: it waits with the others, it is not fenced.
+    held.clear()
+    sink.publish([emission(3, origin=Origin("w1", 7))])
     sink.close()
     assert sink.fenced == 1
     _start(port, procs, tmp_path)
@@ -178,8 +185,23 @@ def test_cluster_entries_carry_owner_and_epoch_through_the_spool_and_the_fence_d
     again.close()
     entries = redis.Redis(port=port).xrange("stream_gate:crops")
     fields = [{k.decode(): v.decode() for k, v in f.items() if k != b"crop"} for _, f in entries]
-    assert [f["emit_id"] for f in fields] == ["id1"]  # a new, empty Redis: id0 went with it
+    # A new, empty Redis: id0 went with it; id1 never reached it.
+    assert [f["emit_id"] for f in fields] == ["id2", "id3"]
     assert fields[0]["owner"] == "w1" and fields[0]["epoch"] == "7"
+
+
+def test_a_call_to_an_unreachable_redis_fails_at_once_not_after_retries() -> None:
+    """redis-py retries a failed call ten times by default (seconds in all): our clients
+    fail at once and leave the retrying to the sink's backoff and the member's heartbeat,
+    so an outage does not put the publisher seconds behind its hand-offs."""
+    from stream_gate.stages.publish.connect import make_client
+
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    client = make_client(RedisConfig(url=url, connect_timeout_s=2.0), url)
+    t0 = time.perf_counter()
+    with pytest.raises(redis.ConnectionError):
+        client.xadd("k", {"a": "b"})
+    assert time.perf_counter() - t0 < 1.0  # refused at once; with the retries about 3 s
 
 
 def test_spool_drops_oldest_when_full(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from stream_gate.config import RedisConfig
 from stream_gate.errors import SinkError
@@ -11,7 +13,12 @@ from stream_gate.log import redact_url
 
 def make_client(cfg: RedisConfig, url: str, timeout_s: float | None = None) -> redis.Redis:
     """A client for ``url`` with the config's credentials, TLS files and timeouts
-    (``timeout_s``: instead of ``connect_timeout_s``)."""
+    (``timeout_s``: instead of ``connect_timeout_s``).
+
+    Without redis-py's own retries (by default it tries a failed call ten more times,
+    seconds in all): each caller has its cadence (the sink's backoff and spool, the
+    member's heartbeat), and a call that waits out retries holds up what comes after it
+    (the publisher fell seconds behind in an outage, the member past its leases)."""
     timeout = cfg.connect_timeout_s if timeout_s is None else timeout_s
     tls: dict[str, str] = {k: str(v) for k, v in (
         ("ssl_ca_certs", cfg.ssl_ca_certs), ("ssl_certfile", cfg.ssl_certfile),
@@ -19,7 +26,7 @@ def make_client(cfg: RedisConfig, url: str, timeout_s: float | None = None) -> r
     return redis.Redis.from_url(
         url, username=cfg.username, password=cfg.secret(),
         socket_connect_timeout=timeout, socket_timeout=timeout,
-        **tls)
+        retry=Retry(NoBackoff(), 0), **tls)
 
 
 class Unreachable(SinkError):

@@ -7,10 +7,13 @@ once each, and the waiting entries are sent in order when Redis answers again. A
 left by an earlier run is sent first at start-up. The key may contain ``{stream_id}``.
 
 In cluster mode a ``fence`` says whether an emission's lease is still held: one that is
-not (a worker paused or cut off past its lease, whose camera already runs elsewhere
-under a newer epoch) is dropped here, on the publisher thread, right before it would
-reach Redis or the spool; counted in ``fenced``, logged once per camera and spell.
-What reached the spool was emitted under a valid lease and is always sent.
+not (a worker paused past its lease, whose camera already runs elsewhere under a newer
+epoch) is dropped here, on the publisher thread, right before it would reach Redis;
+counted in ``fenced``, logged once per camera and spell. The pipeline hands over only
+emissions made under a held lease, so in an outage every one handed over waits (spool
+or memory) even when the lease lapses before the publisher gets to it (the outage is
+why it lapsed): what waits for Redis was made under a valid lease and is always sent,
+late, with its epoch, for a consumer to order by.
 """
 
 from __future__ import annotations
@@ -116,7 +119,7 @@ class RedisSink:
         return True
 
     def publish(self, emissions: Iterable[Emission]) -> None:
-        entries = [self._entry(em) for em in emissions if not self._fenced(em)]
+        entries = [self._entry(em) for em in emissions if self.down or not self._fenced(em)]
         with self._lock:
             for key, fields in entries:
                 if self._spool is not None and len(self._spool) and not self._backlog \
