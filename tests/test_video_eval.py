@@ -165,7 +165,7 @@ def test_benchmark_on_real_clips_with_a_gallery(tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = ["evaluate-video", "--clips", str(clips), "--media", str(tmp_path), "--teacher",
             str(teacher), "--comparator", "teacher", "--fps", "5", "--out", str(out),
-            "--gallery", str(gallery)]
+            "--gallery", str(gallery), "--size-weight", "20"]
     assert trainer_main(args) == 0
     result = json.loads((out / "results.json").read_text())
     half = result["halves"]["test"]
@@ -173,8 +173,12 @@ def test_benchmark_on_real_clips_with_a_gallery(tmp_path: Path) -> None:
     assert half["identities"] == ["person_a", "person_b"]
     assert "ab" in half["clips"]  # the side-by-side clip's tracks were named
     sel = half["comparators"]["teacher"]["selectors"]
-    assert set(sel) == {"cr-fiqa-s@1", "heuristic", "largest face", "detector score",
-                        "Laplacian", RANDOM, ORACLE, SEGMENT_ORACLE}
+    assert set(sel) == {"cr-fiqa-s@1", "cr-fiqa-s@1 + 20/2x area", "heuristic",
+                        "largest face", "detector score", "Laplacian", RANDOM, ORACLE,
+                        SEGMENT_ORACLE}
+    assert sel["cr-fiqa-s@1"]["minus_reference"] == 0  # the reference, against itself
+    assert sel[ORACLE]["minus_reference"] == pytest.approx(
+        1 - sel["cr-fiqa-s@1"]["headroom_similarity"], abs=1e-3)
     for name, v in sel.items():
         assert v["similarity"] <= sel[ORACLE]["similarity"] + 1e-9, name
     assert sel[ORACLE]["headroom_similarity"] == 1.0 and sel[RANDOM]["headroom_similarity"] == 0
@@ -274,6 +278,34 @@ def test_headroom_interval_widens_when_people_disagree() -> None:
     assert headroom_interval(same, rnd, ora) == pytest.approx((0.5, 0.5))
     lo, hi = headroom_interval(split, rnd, ora)
     assert lo < 0.5 < hi and lo >= 0.0 and hi <= 1.0
+
+
+def test_paired_difference_is_sure_where_two_intervals_side_by_side_overlap() -> None:
+    from trainer.video_eval import Outcome, headroom_interval
+
+    # People differ a lot (some easy, some hard), but B beats A by 0.1 on every one.
+    rnd = Outcome(0.5, 1.0, (0.5,) * 6)
+    ora = Outcome(1.0, 1.0, (1.0,) * 6)
+    a = Outcome(0.65, 1.0, (0.55, 0.9, 0.55, 0.9, 0.55, 0.45))
+    b = Outcome(0.7, 1.0, (0.6, 0.95, 0.6, 0.95, 0.6, 0.5))
+    a_hi = headroom_interval(a, rnd, ora)[1]
+    b_lo = headroom_interval(b, rnd, ora)[0]
+    assert b_lo < a_hi  # side by side, the intervals overlap ...
+    assert headroom_interval(b, rnd, ora, minus=a) == pytest.approx((0.1, 0.1))  # ... paired:
+    assert headroom_interval(a, rnd, ora, minus=a) == pytest.approx((0.0, 0.0))  # sure
+
+
+def test_size_fusion_trades_quality_points_for_doublings_of_the_face_area() -> None:
+    from trainer.video_eval import size_fused
+
+    items = _items([0.0, 0.1], ["a", "a"])
+    items.box[:] = [[0, 0, 10, 10], [0, 0, 20, 20]]  # the second face: twice as wide
+    quality = np.array([50.0, 45.0])
+    segs = segments(items, 1.5)
+    # Two doublings of the area make up for 5 points of quality when W > 2.5.
+    assert picks(segs, size_fused(quality, items, 0.0)).tolist() == [0]
+    assert picks(segs, size_fused(quality, items, 2.0)).tolist() == [0]
+    assert picks(segs, size_fused(quality, items, 3.0)).tolist() == [1]
 
 
 def test_segment_oracle_picks_the_crop_nearest_the_persons_other_segments() -> None:

@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="teacher similarity a track's best crop needs to take a name")
     vv.add_argument("--half", choices=["dev", "test", "both"], default="both",
                     help="report one half only (choose models on dev without seeing test)")
+    vv.add_argument("--size-weight", type=float, action="append", default=[],
+                    metavar="W", help="also each model fused with the face's size: quality + "
+                    "W points per doubling of the box area (repeat for several)")
     vv.add_argument("--out", type=Path, default=Path("work/eval-video"))
     rd = sub.add_parser("real-data", help="the real training set: tracked video faces with "
                         "teacher CR targets (leave-segment-out centres)")
@@ -158,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         evaluate_video(args.clips, args.media, args.model or ["cr-fiqa-s"], args.teacher,
                        args.comparator or ["teacher", "dlib"], args.out, args.fps,
                        args.segment_s, args.gallery, args.gallery_min_sim,
-                       ("dev", "test") if args.half == "both" else (args.half,))
+                       ("dev", "test") if args.half == "both" else (args.half,),
+                       args.size_weight)
         return 0
 
     if args.cmd == "prepare":

@@ -4,8 +4,9 @@
 (:mod:`trainer.realvideo`), cuts each person's scored crops into segments of 1.5 s and
 lets every selector pick one crop per segment:
 
-- each quality model under test (highest quality), ``heuristic``, the largest face (box
-  area), the detector's score, Laplacian sharpness;
+- each quality model under test (highest quality), with ``--size-weight W`` also fused
+  with the face's size (W quality points per doubling of the box area), ``heuristic``,
+  the largest face (box area), the detector's score, Laplacian sharpness;
 - ``random``: the expected value over every crop of each segment (no draw, no noise);
 - ``oracle``: for each compared pair of segments, the pair of crops the comparator likes
   best (the ceiling of any selector);
@@ -20,7 +21,9 @@ threshold is fixed at FMR 1e-2 on impostor pairs (every crop against every crop 
 other people of the same half). Per selector and comparator: the mean genuine
 similarity, the verification rate at that threshold, and the **headroom captured**,
 (selector − random) / (oracle − random), of each. Each half (``dev``, ``test``) is
-reported on its own; models are chosen on ``dev`` only.
+reported on its own; models are chosen on ``dev`` only. Beside each selector: its
+headroom minus the first model's, with a paired interval (the same people resampled for
+both), the figure that says whether one selector beats another.
 """
 
 from __future__ import annotations
@@ -154,17 +157,36 @@ def headroom(selector: float, random: float, oracle: float) -> float:
 
 
 def headroom_interval(sel: Outcome, rnd: Outcome, ora: Outcome, n: int = 2000,
-                      seed: int = 0) -> tuple[float, float]:
+                      seed: int = 0, minus: Outcome | None = None) -> tuple[float, float]:
     """90 % bootstrap interval of the similarity headroom, people resampled with
-    replacement: how far the figure could move with another set of people."""
+    replacement: how far the figure could move with another set of people. With
+    ``minus``: of the difference between the headroom of ``sel`` and of ``minus``, paired
+    (the same people drawn for both), which is much tighter than two intervals side by
+    side when both selectors do well or badly on the same people."""
     s, r, o = (np.array(x.per_person) for x in (sel, rnd, ora))
+    m = r if minus is None else np.array(minus.per_person)
     if len(s) < 2:
         return float("nan"), float("nan")
     draw = np.random.default_rng(seed).integers(0, len(s), (n, len(s)))
     gap = o[draw].mean(1) - r[draw].mean(1)
-    h = (s[draw].mean(1) - r[draw].mean(1)) / np.where(gap > 0, gap, np.nan)
+    h = (s[draw].mean(1) - m[draw].mean(1)) / np.where(gap > 0, gap, np.nan)
     lo, hi = np.nanquantile(h, [0.05, 0.95])
     return float(lo), float(hi)
+
+
+def log2_area(items: ClipCrops) -> Scores:
+    """log2 of each face box's area in source pixels (the largest-face cue)."""
+    box = items.box.astype(np.float64)
+    area = np.maximum((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]), 1.0)
+    out: Scores = np.log2(area)
+    return out
+
+
+def size_fused(quality: Scores, items: ClipCrops, weight: float) -> Scores:
+    """Quality plus ``weight`` points per doubling of the face's area: the model's view
+    of the crop and the resolution it came from, which the 112-px crop no longer shows."""
+    out: Scores = quality + weight * log2_area(items)
+    return out
 
 
 def baseline_scores(items: ClipCrops) -> dict[str, Scores]:
@@ -173,10 +195,9 @@ def baseline_scores(items: ClipCrops) -> dict[str, Scores]:
     from trainer.evaluate import laplacian
 
     marks = list(items.landmarks)
-    box = items.box.astype(np.float64)
     return {
         "heuristic": HeuristicScorer().score(list(items.crops), marks).quality.astype(float),
-        "largest face": (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]),
+        "largest face": log2_area(items),
         "detector score": items.det_score.astype(np.float64),
         "Laplacian": laplacian(items.crops),
     }
@@ -218,7 +239,10 @@ def contact_sheet(items: ClipCrops, segs: Sequence[Segment],
 def run_benchmark(items: ClipCrops, scores: Mapping[str, Scores],
                   embs: Mapping[str, npt.NDArray[np.float32]], segment_s: float,
                   out: Path | None = None, halves: Sequence[str] = SPLITS) -> dict[str, Any]:
-    """Every selector under every comparator on each of ``halves``; sheets into ``out``."""
+    """Every selector under every comparator on each of ``halves``; sheets into ``out``.
+    Each selector's headroom is also given minus the first selector's (the reference,
+    the first model under test), with its paired interval."""
+    reference = next(iter(scores))
     segs_all = segments(items, segment_s)
     report: dict[str, Any] = {}
     for split in halves:
@@ -237,14 +261,20 @@ def run_benchmark(items: ClipCrops, scores: Mapping[str, Scores],
             thr = impostor_threshold(emb[rows], [items.identity[r] for r in rows])
             best_single = {SEGMENT_ORACLE: segment_oracle(emb, segs)}
             res = compare(emb, segs, pairs, {**chosen, **best_single}, thr)
-            rnd, ora = res[RANDOM], res[ORACLE]
-            half["comparators"][comp] = {"threshold": round(thr, 5), "selectors": {
+            rnd, ora, ref = res[RANDOM], res[ORACLE], res[reference]
+            ref_h = headroom(ref.similarity, rnd.similarity, ora.similarity)
+            half["comparators"][comp] = {"threshold": round(thr, 5), "reference": reference,
+                                         "selectors": {
                 k: {"similarity": round(v.similarity, 4),
                     "verification": round(v.verification, 4),
                     "headroom_similarity": round(headroom(v.similarity, rnd.similarity,
                                                           ora.similarity), 4),
                     "headroom_similarity_90": [round(x, 3) for x in
                                                headroom_interval(v, rnd, ora)],
+                    "minus_reference": round(headroom(v.similarity, rnd.similarity,
+                                                      ora.similarity) - ref_h, 4),
+                    "minus_reference_90": [round(x, 3) for x in
+                                           headroom_interval(v, rnd, ora, minus=ref)],
                     "headroom_verification": round(headroom(
                         v.verification, rnd.verification, ora.verification), 4)}
                 for k, v in res.items()}}
@@ -264,12 +294,15 @@ def table(report: Mapping[str, Any]) -> str:
                       f"{half['segments']} segments, {half['genuine_pairs']} genuine pairs, "
                       f"threshold {res['threshold']:.3f} at FMR {FMR:g})", "",
                       "| selector | mean genuine sim | headroom (sim) | its 90 % interval "
-                      "(people resampled) | VR @ FMR 1e-2 | headroom (VR) |",
-                      "|---|---|---|---|---|---|"]
+                      f"(people resampled) | minus {res['reference']}'s (paired 90 %) | "
+                      "VR @ FMR 1e-2 | headroom (VR) |",
+                      "|---|---|---|---|---|---|---|"]
             for k, v in res["selectors"].items():
                 lo, hi = v["headroom_similarity_90"]
+                dlo, dhi = v["minus_reference_90"]
                 lines.append(f"| {k} | {v['similarity']:.4f} | {v['headroom_similarity']:.3f}"
-                             f" | {lo:.2f} – {hi:.2f} | {v['verification']:.4f} | "
+                             f" | {lo:.2f} – {hi:.2f} | {v['minus_reference']:+.3f} "
+                             f"({dlo:+.2f} – {dhi:+.2f}) | {v['verification']:.4f} | "
                              f"{v['headroom_verification']:.3f} |")
             lines.append("")
     return "\n".join(lines)
@@ -278,9 +311,10 @@ def table(report: Mapping[str, Any]) -> str:
 def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_path: Path,
                    comparators: Sequence[str], out: Path, fps: float = 10.0,
                    segment_s: float = 1.5, gallery: Path | None = None,
-                   gallery_min_sim: float = 0.45, halves: Sequence[str] = SPLITS
-                   ) -> dict[str, Any]:
-    """The whole benchmark: dumps (cached), crops, scores, embeddings, report, sheets."""
+                   gallery_min_sim: float = 0.45, halves: Sequence[str] = SPLITS,
+                   size_weights: Sequence[float] = ()) -> dict[str, Any]:
+    """The whole benchmark: dumps (cached), crops, scores, embeddings, report, sheets.
+    ``size_weights``: each model also fused with the face's size (:func:`size_fused`)."""
     from stream_gate.log import setup_logging
     from trainer.evaluate import model_quality
     from trainer.recognisers import DlibRecogniser, OnnxRecogniser, cached_embed
@@ -314,6 +348,8 @@ def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_
     for m in models:
         name, q = model_quality(m, items.crops, items.landmarks)
         scores[name] = q.astype(np.float64)
+        for w in size_weights:
+            scores[f"{name} + {w:g}/2x area"] = size_fused(scores[name], items, w)
     scores.update(baseline_scores(items))
     report = run_benchmark(items, scores, embs, segment_s, out, halves)
     summary = {"clip_list": str(clip_list), "fps": fps, "segment_s": segment_s,
