@@ -235,6 +235,9 @@ class SelectConfig(_Section):
         "Points a crop must beat the last emitted one by to be emitted again."))
     max_wait_s: float = Field(default=0.0, ge=0, description=(
         "Longest a confirmed person is held before a first emission (0: no limit)."))
+    size_weight: float = Field(default=0.0, ge=0, le=100, description=(
+        "Points a crop gains, when one person's crops are ranked, per doubling of its "
+        "face's area (0: quality alone; 40 measured best on real video)."))
 
 
 def check_redis_url(v: str) -> str:

@@ -11,10 +11,12 @@ from stream_gate.stages.select import Selector
 from stream_gate.types import Candidate, TrackEnd
 
 
-def cand(track: int, frame: int, q: float, t: float | None = None) -> Candidate:
+def cand(track: int, frame: int, q: float, t: float | None = None, side: float = 0.0
+         ) -> Candidate:
     return Candidate(
         stream_id="s", track_id=track, frame_index=frame, pts=frame,
-        t=frame * 0.2 if t is None else t, wall_ms=0, box=np.zeros(4, np.float32),
+        t=frame * 0.2 if t is None else t, wall_ms=0,
+        box=np.array([10, 10, 10 + side, 10 + side], np.float32),
         landmarks=np.zeros((5, 2), np.float32),
         det_score=0.9, crop=np.zeros((112, 112, 3), np.uint8), quality=q, quality_raw=q / 100,
     )
@@ -101,3 +103,31 @@ def test_tracks_are_independent() -> None:
     sel.offer(cand(2, 0, 90), confirmed=True)
     assert summary(sel.end(TrackEnd(1, True, 1))) == [("track_end", 1, 0, 40)]
     assert summary(sel.end(TrackEnd(2, True, 1))) == [("track_end", 1, 0, 90)]
+
+
+def test_size_weight_trades_quality_points_for_a_larger_face() -> None:
+    # A 40-px face at quality 60, then an 80-px face (4x the area) at quality 50.
+    crops = [cand(1, 0, 60, side=40), cand(1, 1, 50, side=80)]
+
+    def best(**kw: object) -> list[tuple[str, int, int, float]]:
+        sel = selector(policy="track_end", **kw)
+        for c in crops:
+            sel.offer(c, confirmed=True)
+        return summary(sel.end(TrackEnd(1, True, 2)))
+
+    assert best() == [("track_end", 1, 0, 60)]  # quality alone
+    assert best(size_weight=4) == [("track_end", 1, 0, 60)]  # 2 doublings: 8 < 10 points
+    assert best(size_weight=6) == [("track_end", 1, 1, 50)]  # 12 > 10 points; the entry
+    # still carries the model's quality (50), and min_quality still applies to it:
+    assert best(size_weight=6, min_quality=55) == [("track_end", 1, 0, 60)]
+
+
+def test_size_weight_improving_counts_the_face_size_in_the_improvement() -> None:
+    sel = selector(policy="improving", improve_delta=5, size_weight=10)
+    first = sel.offer(cand(1, 0, 60, side=40), confirmed=True)
+    # Quality 58 but twice the area (+20 points): an improvement by 18 ranks.
+    again = sel.offer(cand(1, 1, 58, side=40 * 2**0.5), confirmed=True)
+    smaller = sel.offer(cand(1, 2, 70, side=20), confirmed=True)  # -20 + 10: not better
+    assert summary(first) == [("improving", 1, 0, 60)]
+    assert summary(again) == [("improving", 1, 1, 58)]
+    assert smaller == []

@@ -12,11 +12,18 @@ At track end, the held crops not yet emitted are sent if nothing was emitted bef
 if they beat the last emission by ``improve_delta``. Crops below ``min_quality`` are
 never emitted; tracks that never got confirmed emit nothing.
 
+One person's crops are ranked by their quality plus ``size_weight`` points per doubling
+of the face box's area (0 by default: quality alone): the 112-px crop hides how many
+pixels the face had, and on real video the two together pick better than either
+(docs/decisions/003). ``improve_delta`` compares these ranks; ``min_quality`` and the
+emitted quality stay the model's score.
+
 May import: config, types (no other stage).
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,7 +49,7 @@ class _Held:
     confirmed: bool = False
     top: list[Candidate] = field(default_factory=list)
     emitted: set[int] = field(default_factory=set)  # frame indices of crops already sent
-    last_emitted: float | None = None
+    last_emitted: float | None = None  # the rank (:meth:`Selector.rank`) of the best sent
 
 
 class Selector:
@@ -69,20 +76,28 @@ class Selector:
     def held_tracks(self) -> int:
         return len(self._held)
 
+    def rank(self, cand: Candidate) -> float:
+        """What one person's crops are ordered by: quality plus ``size_weight`` points
+        per doubling of the face box's area."""
+        if self.cfg.size_weight == 0:
+            return cand.quality
+        w, h = float(cand.box[2] - cand.box[0]), float(cand.box[3] - cand.box[1])
+        return cand.quality + self.cfg.size_weight * math.log2(max(w * h, 1.0))
+
     def offer(self, cand: Candidate, confirmed: bool) -> list[Emission]:
         """Consider one scored crop of a track matched in the current frame."""
         held = self._held.setdefault(cand.track_id, _Held(first_t=cand.t))
         held.confirmed = held.confirmed or confirmed
         if cand.quality >= self.cfg.min_quality:
             held.top.append(cand)
-            held.top.sort(key=lambda c: -c.quality)
+            held.top.sort(key=lambda c: -self.rank(c))
             del held.top[self.cfg.top_k :]
         if not held.confirmed:
             return []
         out = self._due_max_wait(held, cand.t)
         if self.cfg.policy == "improving" and held.top and not out:
             best = held.top[0]
-            if best.frame_index not in held.emitted and self._beats_last(held, best.quality):
+            if best.frame_index not in held.emitted and self._beats_last(held, best):
                 out = [self._emit(held, best, 1, "improving")]
         return out
 
@@ -102,7 +117,7 @@ class Selector:
         owed = [
             (rank, c)
             for rank, c in enumerate(held.top, start=1)
-            if c.frame_index not in held.emitted and self._beats_last(held, c.quality)
+            if c.frame_index not in held.emitted and self._beats_last(held, c)
         ]
         return [self._emit(held, c, rank, "track_end") for rank, c in owed]
 
@@ -112,12 +127,14 @@ class Selector:
             return []
         return [self._emit(held, c, rank, "max_wait") for rank, c in enumerate(held.top, 1)]
 
-    def _beats_last(self, held: _Held, quality: float) -> bool:
-        return held.last_emitted is None or quality >= held.last_emitted + self.cfg.improve_delta
+    def _beats_last(self, held: _Held, cand: Candidate) -> bool:
+        return held.last_emitted is None or \
+            self.rank(cand) >= held.last_emitted + self.cfg.improve_delta
 
     def _emit(self, held: _Held, cand: Candidate, rank: int, reason: EmitReason) -> Emission:
         held.emitted.add(cand.frame_index)
-        held.last_emitted = max(held.last_emitted or 0.0, cand.quality)
+        key = self.rank(cand)
+        held.last_emitted = key if held.last_emitted is None else max(held.last_emitted, key)
         return Emission(
             emit_id=self._make_id(), reason=reason, rank=rank, candidate=cand, model=self.model,
             origin=self.origin)
