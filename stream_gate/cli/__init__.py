@@ -11,9 +11,17 @@ handled by the stage they concern.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from stream_gate import early
+
+# SIGHUP ends a Python process by default, and the imports below take seconds: a `run`
+# notes one that comes meanwhile (its config reloader then applies it).
+if sys.argv[1:2] == ["run"]:
+    signal.signal(signal.SIGHUP, early.note_hup)
 
 from stream_gate import __version__
 from stream_gate.cli.bench import cmd_bench

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from stream_gate import early
 from stream_gate.config import Settings, check_runnable, load_settings
 from stream_gate.errors import ConfigError
 from stream_gate.log import get_logger
@@ -26,11 +27,6 @@ from stream_gate.service.reload import ConfigReloader
 from stream_gate.stages.publish import DirectorySink, RedisSink, build_sinks
 
 log = get_logger("stream_gate.cli")
-_EARLY_HUP = threading.Event()  # a SIGHUP before the reloader is listening
-
-
-def _hup_while_starting(_signum: int, _frame: Any) -> None:
-    _EARLY_HUP.set()
 
 
 def apply_outputs(settings: Settings, args: argparse.Namespace) -> None:
@@ -99,7 +95,7 @@ def run_gate(settings: Settings, duration: float | None, collect: bool,
     signal.signal(signal.SIGINT, stop)
     if reload_from is not None:
         pipeline.on_tick = ConfigReloader(reload_from, pipeline.apply,
-                                          requested=_EARLY_HUP.is_set()).poll
+                                          requested=early.HUP.is_set()).poll
     try:
         return pipeline.run(duration), redis_sink
     finally:
@@ -115,7 +111,7 @@ def _grace_exceeded(grace: float) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     # SIGHUP ends a Python process by default: while models load, it is only noted.
-    signal.signal(signal.SIGHUP, _hup_while_starting)
+    signal.signal(signal.SIGHUP, early.note_hup)
     settings = load_settings(args.config)
     apply_outputs(settings, args)
     report, sink = run_gate(settings, args.duration, collect=False, serve_metrics=True,
