@@ -170,6 +170,18 @@ def test_tiny_end_to_end_training_run(tmp_path: Path) -> None:
     assert trainer_main(["train", "--data", str(distill), "--out", str(run), "--epochs", "1",
                          "--batch", "8", "--max-steps", "2"]) == 0
     assert (run / "last.pt").exists() and (run / "best.pt").exists()
+    # --seed: the same seed gives the same weights, another seed other weights.
+    import torch
+
+    weights = {}
+    for tag, seed in (("same", "0"), ("other", "1")):
+        assert trainer_main(["train", "--data", str(distill), "--out", str(tmp_path / tag),
+                             "--epochs", "1", "--batch", "8", "--max-steps", "2",
+                             "--seed", seed]) == 0
+        weights[tag] = torch.load(tmp_path / tag / "last.pt", weights_only=False)["model"]
+    first = torch.load(run / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(first[k], weights["same"][k]) for k in first)
+    assert not all(torch.equal(first[k], weights["other"][k]) for k in first)
     assert trainer_main(["train", "--data", str(distill), "--out", str(run), "--epochs", "2",
                          "--batch", "8", "--resume"]) == 0  # resumes at epoch 2
 

@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
                          "degradation on two faces: positive; e.g. 0.1; 0: off)")
     tr.add_argument("--real-share", type=float, default=0.25,
                     help="the real set's share of each epoch (oversampled to it)")
+    tr.add_argument("--seed", type=int, default=0,
+                    help="weights' initialisation and sample order (several seeds per "
+                         "recipe: one run's swing on the video benchmark is as large as "
+                         "the effects)")
     tr.add_argument("--resume", action="store_true")
 
     ex = sub.add_parser("export", help="ONNX export, parity check, calibration, manifest")
@@ -199,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                           max_steps=args.max_steps,
                           real=None if args.real is None else str(args.real),
                           real_share=args.real_share, landmark_sigma_px=args.landmarks,
-                          aux_weight=args.aux_weight)
+                          aux_weight=args.aux_weight, seed=args.seed)
         fn = train_distill if args.mode == "distill" else train_joint
         result = fn(args.data, args.out, cfg, resume=args.resume)
         print(json.dumps({k: v for k, v in result.items() if k != "history"}))
