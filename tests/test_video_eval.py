@@ -184,6 +184,10 @@ def test_benchmark_on_real_clips_with_a_gallery(tmp_path: Path) -> None:
     assert sel[ORACLE]["headroom_similarity"] == 1.0 and sel[RANDOM]["headroom_similarity"] == 0
     sheet = cv2.imread(str(out / "picks-test.png"))
     assert sheet is not None and sheet.shape[1] > 5 * 80  # a column per picking selector
+    # The fused selector's long name is printed whole: its third line ("area") has ink
+    # where the first column's one-line name leaves the header blank above the crops.
+    assert (sheet[33:47, 170 + 80 : 170 + 160] < 128).any()
+    assert not (sheet[20:47, 170 : 170 + 80] < 128).any()
     # The gallery named each side of the side-by-side clip after the right person.
     dump = out / "dump" / "ab"
     left: dict[int, list[bool]] = {}

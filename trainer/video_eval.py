@@ -29,6 +29,7 @@ both), the figure that says whether one selector beats another.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,13 +215,13 @@ def contact_sheet(items: ClipCrops, segs: Sequence[Segment],
     rows = [r for ident in sorted(by_id) for r in
             np.array(by_id[ident])[np.unique(np.linspace(0, len(by_id[ident]) - 1,
                                                          per_identity).round().astype(int))]]
-    label_w, head_h = 170, 34
+    label_w, head_h = 170, 48
     names = list(chosen)
     sheet = np.full((head_h + thumb * len(rows), label_w + thumb * len(names), 3), 255, np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
-    for c, name in enumerate(names):
-        for k, word in enumerate(name.split(" ")[:2]):
-            cv2.putText(sheet, word[:11], (label_w + c * thumb + 2, 14 + 14 * k), font, 0.38,
+    for c, name in enumerate(names):  # up to 3 lines of 11 characters a column
+        for k, line in enumerate(textwrap.wrap(name, 11)[:3]):
+            cv2.putText(sheet, line, (label_w + c * thumb + 2, 14 + 14 * k), font, 0.38,
                         (0, 0, 0), 1, cv2.LINE_AA)
     for r, si in enumerate(rows):
         s = segs[si]
