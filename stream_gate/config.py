@@ -237,7 +237,7 @@ class SelectConfig(_Section):
         "Longest a confirmed person is held before a first emission (0: no limit)."))
     size_weight: float = Field(default=0.0, ge=0, le=100, description=(
         "Points a crop gains, when one person's crops are ranked, per doubling of its "
-        "face's area (0: quality alone; 40 measured best on real video)."))
+        "face's area (0: quality alone; 20-40 picked better crops on real video)."))
 
 
 def check_redis_url(v: str) -> str:
