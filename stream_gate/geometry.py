@@ -85,6 +85,16 @@ def group_by(indices: Iterable[int], key: Callable[[int], K]) -> dict[K, list[in
     return groups
 
 
+def log2_area(boxes: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """log2 of each (x1, y1, x2, y2) box's area in pixels, floored at 1 px²: the size cue
+    of ``select.size_weight``, shared with the video benchmark so that it measures what
+    the product ranks by."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    out: npt.NDArray[np.float64] = np.log2(np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]),
+                                                      1.0))
+    return out
+
+
 def eye_distance(landmarks: FloatArray) -> float:
     """Distance between the eye centres in pixels."""
     return float(np.linalg.norm(landmarks[1] - landmarks[0]))

@@ -310,6 +310,17 @@ def test_size_fusion_trades_quality_points_for_doublings_of_the_face_area() -> N
     assert picks(segs, size_fused(quality, items, 0.0)).tolist() == [0]
     assert picks(segs, size_fused(quality, items, 2.0)).tolist() == [0]
     assert picks(segs, size_fused(quality, items, 3.0)).tolist() == [1]
+    # The benchmark ranks as the product's selector does (select.size_weight = 3).
+    from stream_gate.config import SelectConfig
+    from stream_gate.stages.select import Selector
+    from stream_gate.types import Candidate
+
+    product = Selector(SelectConfig(size_weight=3.0), "test")
+    ranks = [product.rank(Candidate(
+        stream_id="s", track_id=1, frame_index=i, pts=i, t=0.0, wall_ms=0, box=items.box[i],
+        landmarks=items.landmarks[i], det_score=1.0, crop=items.crops[i], quality=q,
+        quality_raw=q / 100)) for i, q in enumerate(quality)]
+    assert ranks == pytest.approx(size_fused(quality, items, 3.0).tolist())
 
 
 def test_segment_oracle_picks_the_crop_nearest_the_persons_other_segments() -> None:

@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from stream_gate.geometry import log2_area as box_log2_area
 from trainer.realvideo import (
     SPLITS,
     ClipCrops,
@@ -176,11 +177,9 @@ def headroom_interval(sel: Outcome, rnd: Outcome, ora: Outcome, n: int = 2000,
 
 
 def log2_area(items: ClipCrops) -> Scores:
-    """log2 of each face box's area in source pixels (the largest-face cue)."""
-    box = items.box.astype(np.float64)
-    area = np.maximum((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]), 1.0)
-    out: Scores = np.log2(area)
-    return out
+    """log2 of each face box's area in source pixels (the largest-face cue; the product's
+    own formula, :func:`stream_gate.geometry.log2_area`)."""
+    return box_log2_area(items.box)
 
 
 def size_fused(quality: Scores, items: ClipCrops, weight: float) -> Scores:

@@ -23,12 +23,12 @@ May import: config, types (no other stage).
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stream_gate.config import SelectConfig
+from stream_gate.geometry import log2_area
 from stream_gate.types import Candidate, Emission, EmitReason, Origin, TrackEnd
 
 
@@ -81,8 +81,7 @@ class Selector:
         per doubling of the face box's area."""
         if self.cfg.size_weight == 0:
             return cand.quality
-        w, h = float(cand.box[2] - cand.box[0]), float(cand.box[3] - cand.box[1])
-        return cand.quality + self.cfg.size_weight * math.log2(max(w * h, 1.0))
+        return cand.quality + self.cfg.size_weight * float(log2_area(cand.box)[0])
 
     def offer(self, cand: Candidate, confirmed: bool) -> list[Emission]:
         """Consider one scored crop of a track matched in the current frame."""
