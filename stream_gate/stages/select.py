@@ -18,7 +18,7 @@ pixels the face had, and on real video the two together pick better than either
 (docs/decisions/003). ``improve_delta`` compares these ranks; ``min_quality`` and the
 emitted quality stay the model's score.
 
-May import: config, types (no other stage).
+May import: geometry, config, types (no other stage).
 """
 
 from __future__ import annotations
