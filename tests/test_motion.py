@@ -42,7 +42,12 @@ def _hold_then_play(src: Path, out: Path, hold_s: float) -> int:
 
 
 def test_idle_view_waits_and_walking_in_is_found_as_without_the_check(
-        media: Callable[[str], Path], tmp_path: Path) -> None:
+        media: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The cadence's cost rule (go frame-wide when refining the tracks costs more) weighs
+    # this machine's measured timings, so two runs may detect different frames whole and
+    # score other crops of the same person (CI: best 14 against 20). Held off here, the
+    # two runs differ by the motion check alone.
+    monkeypatch.setattr(UnitCost, "each", property(lambda self: None))
     video = tmp_path / "idle_then_walk.mp4"
     _hold_then_play(media(WALK), video, hold_s=4.0)
     runs = {}
