@@ -17,7 +17,6 @@ Usage: .venv/bin/python scripts/geometry_fusion.py [--model cr-fiqa-s] [--dlib]
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy.typing as npt
 from stream_gate.geometry import yaw_estimate
 from trainer.__main__ import SHARED, TEACHER
 from trainer.evaluate import model_quality
-from trainer.realset import pseudo_identities
+from trainer.realset import other_segments_similarity, pseudo_identities
 from trainer.realvideo import ClipCrops, Segment, clip_crops, load_clips, segments
 from trainer.recognisers import DlibRecogniser, OnnxRecogniser, cached_embed
 from trainer.video_eval import log2_area, run_benchmark, size_fused, table
@@ -51,24 +50,6 @@ def features(items: ClipCrops, quality: F64) -> dict[str, F64]:
     pitch = ((nose - eyes) * normal).sum(1) / np.where(np.abs(down) > 1e-6, down, 1e-6)
     return {"quality": quality, "log2 area": log2_area(items), "|yaw|": yaw,
             "pitch": np.abs(pitch - 0.55), "detector": items.det_score.astype(np.float64)}
-
-
-def other_segments_similarity(emb: npt.NDArray[np.float32], segs: Sequence[Segment],
-                              n: int) -> F64:
-    """Each crop's similarity to the normalised mean of its identity's other segments
-    (NaN where the identity has a single segment)."""
-    out = np.full(n, np.nan)
-    by_id: dict[str, list[Segment]] = defaultdict(list)
-    for s in segs:
-        by_id[s.identity].append(s)
-    for group in by_id.values():
-        if len(group) < 2:
-            continue
-        total = emb[np.concatenate([s.rows for s in group])].astype(np.float64).sum(0)
-        for s in group:
-            rest = total - emb[s.rows].astype(np.float64).sum(0)
-            out[s.rows] = emb[s.rows] @ (rest / np.linalg.norm(rest))
-    return out
 
 
 def centred(x: F64, segs: Sequence[Segment]) -> F64:

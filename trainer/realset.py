@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,25 @@ def pseudo_identities(items: ClipCrops) -> None:
             items.identity[r] = f"{items.clip[r]}#{int(items.track[r])}"
 
 
+def other_segments_similarity(emb: npt.NDArray[np.float32], segs: Sequence[Segment],
+                              n: int) -> npt.NDArray[np.float64]:
+    """Each of ``n`` crops' similarity to the normalised mean of its identity's *other*
+    segments (leave-segment-out, so never to itself or its neighbours in time); NaN where
+    the identity has a single segment or the crop is in none."""
+    out = np.full(n, np.nan)
+    by_id: dict[str, list[Segment]] = defaultdict(list)
+    for s in segs:
+        by_id[s.identity].append(s)
+    for group in by_id.values():
+        if len(group) < 2:
+            continue
+        total = emb[np.concatenate([s.rows for s in group])].astype(np.float64).sum(0)
+        for s in group:
+            rest = total - emb[s.rows].astype(np.float64).sum(0)
+            out[s.rows] = emb[s.rows] @ (rest / np.linalg.norm(rest))
+    return out
+
+
 def real_targets(emb: npt.NDArray[np.float32], items: ClipCrops, segs: list[Segment],
                  negatives: npt.NDArray[np.float32]
                  ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32],
@@ -57,24 +77,22 @@ def real_targets(emb: npt.NDArray[np.float32], items: ClipCrops, segs: list[Segm
             for k, v in by_id.items()}
     centre = np.stack([sums[k] / np.linalg.norm(sums[k]) for k in ids]).astype(np.float32)
     clips_of = {k: {s.clip for s in by_id[k]} for k in ids}
-    rows_out, ccs_out, nn_out = [], [], []
+    own = other_segments_similarity(emb, segs, len(emb))
+    rows_out, nn_out = [], []
     for k in ids:
         if len(by_id[k]) < 2:
             continue
         other = [b for b, j in enumerate(ids) if not clips_of[j] & clips_of[k]]
         neg = np.concatenate([negatives, centre[other]]) if other else negatives
         for s in by_id[k]:
-            e = emb[s.rows].astype(np.float64)
-            own = sums[k] - e.sum(0)  # leave this segment out
-            ccs_out.append(e @ own / np.linalg.norm(own))
-            nn_out.append((e @ neg.T.astype(np.float64)).max(1))
+            nn_out.append((emb[s.rows].astype(np.float64) @ neg.T.astype(np.float64)).max(1))
             rows_out.append(s.rows)
     if not rows_out:
         raise SystemExit("real-data: no identity has two segments; give longer clips")
-    ccs = np.concatenate(ccs_out).astype(np.float32)
+    rows = np.concatenate(rows_out)
+    ccs = own[rows].astype(np.float32)
     nnccs = np.concatenate(nn_out).astype(np.float32)
-    return (np.concatenate(rows_out), (ccs / (nnccs + 1.0 + EPS)).astype(np.float32),
-            ccs, nnccs)
+    return rows, (ccs / (nnccs + 1.0 + EPS)).astype(np.float32), ccs, nnccs
 
 
 def build_real(clip_list: Path, media: Path, splits: tuple[str, ...], teacher: Embedder,
