@@ -278,10 +278,47 @@ def test_landmark_map_draws_pose_and_resolution() -> None:
     assert (shrunk > 0.5).sum() > 4 * (maps[0] > 0.5).sum()
 
 
+def test_size_plane_says_how_many_frame_pixels_the_crop_stood_for() -> None:
+    from stream_gate.stages.align_score.learned import Guidance, size_plane
+    from stream_gate.stages.align_score.template import ARCFACE_TEMPLATE
+
+    faces = [ARCFACE_TEMPLATE * k + 50 for k in (1.0, 4.0, 0.25, 100.0)]
+    planes = size_plane(faces)
+    assert planes.shape == (4, 1, 112, 112) and planes.dtype == np.float32
+    value = planes[:, 0, 0, 0]
+    assert np.all(planes == value[:, None, None, None])  # one value over the whole crop
+    # Template-sized: 0; 4× larger: log2 4 / 3; 4× smaller: the opposite; 100×: clipped.
+    assert np.allclose(value, [0.0, 2 / 3, -2 / 3, 1.0], atol=1e-4)
+    # A training-time downscale by 4 reads as a 4× smaller face.
+    assert np.allclose(size_plane([faces[1]], np.array([0.25]))[0, 0, 0, 0], 0.0, atol=1e-4)
+
+    both = Guidance(landmark_sigma_px=1.5, size_plane=True)
+    assert both.channels == 5 and Guidance().channels == 3 and Guidance().planes(faces) is None
+    stacked = both.planes(faces)
+    assert stacked is not None and stacked.shape == (4, 2, 112, 112)
+    assert np.array_equal(stacked[:, 1:], planes)  # the landmark map first, then the size
+
+
+def test_a_manifest_whose_channels_disagree_with_its_inputs_is_refused(tmp_path: Path) -> None:
+    from stream_gate.errors import ModelError
+    from stream_gate.stages.align_score.learned import Manifest, manifest_path
+
+    meta = json.loads(manifest_path("cr-fiqa-s").read_text())
+    meta["input"]["channels"] = 5  # says five, names neither the landmark map nor the size
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="channels 5"):
+        Manifest.load(tmp_path / "m.json")
+    meta["input"]["landmark_map"] = {"sigma_px": 1.5}
+    meta["input"]["size_plane"] = {}
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    assert Manifest.load(tmp_path / "m.json").channels == 5
+
+
 @pytest.mark.slow
 def test_landmark_guided_model_end_to_end(tmp_path: Path) -> None:
-    """distill-data keeps landmarks -> train --landmarks -> export (4 channels, the map in
-    the manifest) -> `stream-gate score` and the video pipeline feed it the landmarks."""
+    """distill-data keeps landmarks -> train --landmarks --size-input -> export (5
+    channels, the map and the size plane in the manifest) -> `stream-gate score` and the
+    video pipeline feed it the landmarks."""
     from stream_gate.cli import main as sg_main
     from stream_gate.config import load_settings
     from stream_gate.pipeline.graph import build_pipeline
@@ -306,12 +343,13 @@ def test_landmark_guided_model_end_to_end(tmp_path: Path) -> None:
                          "--out", str(distill), "--k", "1"]) == 0
     assert trainer_main(["train", "--data", str(distill), "--out", str(run), "--epochs", "1",
                          "--batch", "8", "--max-steps", "2", "--landmarks", "1.5",
-                         "--aux-weight", "0.1"]) == 0
+                         "--size-input", "--aux-weight", "0.1"]) == 0
     assert trainer_main(["export", "--checkpoint", str(run / "best.pt"), "--data", str(distill),
                          "--teacher", str(teacher), "--out", str(models), "--name", "tiny-lm",
                          "--version", "2"]) == 0
     meta = json.loads((models / "tiny-lm.json").read_text())
-    assert meta["input"]["channels"] == 4 and meta["input"]["landmark_map"]["sigma_px"] == 1.5
+    assert meta["input"]["channels"] == 5 and meta["input"]["landmark_map"]["sigma_px"] == 1.5
+    assert "size_plane" in meta["input"] and meta["training"]["size_input"] is True
     assert meta["export"]["max_abs_diff_vs_torch"] < 1e-4
 
     cfg = tmp_path / "lm.toml"

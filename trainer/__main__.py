@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--landmarks", type=float, metavar="SIGMA_PX",
                     help="landmark guidance: a 4th input channel with the detector's "
                          "landmarks as Gaussians of SIGMA_PX source pixels (e.g. 1.5)")
+    tr.add_argument("--size-input", action="store_true",
+                    help="one more input channel: how many frame pixels the crop stood for "
+                         "(log2), the face size the 112-px crop no longer shows")
     tr.add_argument("--aux-weight", type=float, default=0.0,
                     help="weight of the degradation representation's InfoNCE (same "
                          "degradation on two faces: positive; e.g. 0.1; 0: off)")
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                           max_steps=args.max_steps,
                           real=None if args.real is None else str(args.real),
                           real_share=args.real_share, landmark_sigma_px=args.landmarks,
-                          aux_weight=args.aux_weight, seed=args.seed)
+                          size_input=args.size_input, aux_weight=args.aux_weight, seed=args.seed)
         fn = train_distill if args.mode == "distill" else train_joint
         result = fn(args.data, args.out, cfg, resume=args.resume)
         print(json.dumps({k: v for k, v in result.items() if k != "history"}))

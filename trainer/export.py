@@ -19,6 +19,7 @@ import numpy.typing as npt
 import torch
 
 from stream_gate.runtime.ort import OrtModel
+from stream_gate.stages.align_score.learned import Guidance
 from trainer.distill import DistillSet
 from trainer.nets import QualityNet, QualityOnly, count_macs
 from trainer.recognisers import OnnxRecogniser
@@ -72,7 +73,8 @@ def export(checkpoint: Path, data: Path, teacher_path: Path, out: Path, name: st
     state = torch.load(checkpoint, weights_only=False)
     cfg = state["config"]
     sigma = cfg.get("landmark_sigma_px")
-    channels = 3 if sigma is None else 4
+    guidance = Guidance(sigma, bool(cfg.get("size_input", False)))
+    channels = guidance.channels
     net = QualityNet(cfg["backbone"], cfg["emb_dim"], channels,
                      cfg.get("aux_dim", 0) if cfg.get("aux_weight") else 0)
     net.load_state_dict(state["model"])
@@ -89,12 +91,12 @@ def export(checkpoint: Path, data: Path, teacher_path: Path, out: Path, name: st
 
     va = DistillSet.load(data / "val")
     val_crops = np.asarray(va.crops)
-    torch_raw = predict(net, va, sigma)
+    torch_raw = predict(net, va, guidance)
     ort = OrtModel(blob, name)
     ort_raw = np.concatenate([
         np.asarray(ort.infer(np.ascontiguousarray(
             _batch_tensor(val_crops[s : s + 256], None,
-                          guide_of(va, np.arange(s, min(s + 256, len(val_crops))), sigma))
+                          guide_of(va, np.arange(s, min(s + 256, len(val_crops))), guidance))
             .numpy()))[0]).reshape(-1)
         for s in range(0, len(val_crops), 256)])
     parity = float(np.abs(ort_raw - torch_raw).max())
@@ -129,7 +131,10 @@ def export(checkpoint: Path, data: Path, teacher_path: Path, out: Path, name: st
                   **({} if sigma is None else {"landmark_map": {
                       "sigma_px": sigma,
                       "what": "channel 4: the 5 detector landmarks in the crop, Gaussians "
-                              "of sigma_px source-frame pixels (1-16 crop px), max 1"}})},
+                              "of sigma_px source-frame pixels (1-16 crop px), max 1"}}),
+                  **({} if not guidance.size_plane else {"size_plane": {
+                      "what": f"channel {channels}: constant, log2(frame px per crop px) "
+                              "clipped to +-3, divided by 3"}})},
         "output": {"name": "cr", "meaning": "predicted certainty ratio CCS/(NNCCS+1+eps)"},
         "calibration": {
             "method": "isotonic P(teacher verifies at FMR 1e-2) on validation, 10% rank blend",
@@ -141,7 +146,8 @@ def export(checkpoint: Path, data: Path, teacher_path: Path, out: Path, name: st
             "mode": cfg["mode"], "teacher": teacher_path.name,
             "data": json.loads(summary_path.read_text()) if summary_path.exists() else None,
             "epochs": len(history), "final": history[-1] if history else None,
-            "landmark_sigma_px": sigma, "real": cfg.get("real"),
+            "landmark_sigma_px": sigma, "size_input": guidance.size_plane,
+            "real": cfg.get("real"),
             "aux_weight": cfg.get("aux_weight", 0.0),
             "real_share": cfg.get("real_share") if cfg.get("real") else None,
             "command": cfg.get("command") or (

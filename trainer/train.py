@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from stream_gate.stages.align_score.learned import landmark_map, to_model_input
+from stream_gate.stages.align_score.learned import Guidance, to_model_input
 from trainer.data import load_prepared
 from trainer.degrade import random_degradation
 from trainer.degrep import DegradationPairs, info_nce
@@ -46,17 +46,23 @@ class TrainConfig:
     real: str | None = None  # a `real-data` folder trained on beside the LFW set
     real_share: float = 0.25  # its share of each epoch's samples (oversampled to it)
     landmark_sigma_px: float | None = None  # landmark guidance: the 4th channel's σ
+    size_input: bool = False  # the size plane: how many frame pixels the crop stood for
     aux_weight: float = 0.0  # the degradation representation's InfoNCE (0: off)
     aux_pairs: int = 8  # its pairs per step (2 views each)
     aux_dim: int = 64
     aux_tau: float = 0.1
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def guidance(self) -> Guidance:
+        """The input planes beside RGB this configuration trains with."""
+        return Guidance(self.landmark_sigma_px, self.size_input)
+
 
 def _batch_tensor(crops: npt.NDArray[np.uint8], flip: npt.NDArray[np.bool_] | None,
                   guide: npt.NDArray[np.float32] | None = None) -> torch.Tensor:
-    """The model input of a batch; ``guide``: the landmark map channel (landmark-guided
-    models), flipped with the picture."""
+    """The model input of a batch; ``guide``: the guidance planes (landmark map, size),
+    flipped with the picture."""
     x = to_model_input(crops)
     if guide is not None:
         x = np.concatenate([x, guide], axis=1)
@@ -65,12 +71,12 @@ def _batch_tensor(crops: npt.NDArray[np.uint8], flip: npt.NDArray[np.bool_] | No
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
-def guide_of(data: DistillSet, idx: npt.NDArray[np.intp], sigma_px: float | None
+def guide_of(data: DistillSet, idx: npt.NDArray[np.intp], guidance: Guidance
              ) -> npt.NDArray[np.float32] | None:
-    """The landmark maps of ``data``'s samples ``idx`` (None for models without them)."""
-    if sigma_px is None:
+    """The guidance planes of ``data``'s samples ``idx`` (None for plain RGB models)."""
+    if guidance.channels == 3:
         return None
-    return landmark_map(_known(data.landmarks)[idx], sigma_px, _known(data.size_factor)[idx])
+    return guidance.planes(_known(data.landmarks)[idx], _known(data.size_factor)[idx])
 
 
 def spearman(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> float:
@@ -80,16 +86,16 @@ def spearman(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> float:
 
 
 def predict(model: QualityNet, data: DistillSet | npt.NDArray[np.uint8],
-            sigma_px: float | None = None, batch: int = 256) -> npt.NDArray[np.float32]:
-    """Raw predicted CR of every sample (landmark-guided models need a DistillSet)."""
+            guidance: Guidance | None = None, batch: int = 256) -> npt.NDArray[np.float32]:
+    """Raw predicted CR of every sample (guided models need a DistillSet)."""
     crops = data.crops if isinstance(data, DistillSet) else data
     model.eval()
     out = []
     with torch.no_grad():
         for s in range(0, len(crops), batch):
             idx = np.arange(s, min(s + batch, len(crops)))
-            guide = None if sigma_px is None or not isinstance(data, DistillSet) \
-                else guide_of(data, idx, sigma_px)
+            guide = guide_of(data, idx, guidance) \
+                if guidance is not None and isinstance(data, DistillSet) else None
             x = _batch_tensor(np.asarray(crops[s : s + batch]), None, guide)
             out.append(model(x)[1].numpy())
     return np.concatenate(out).astype(np.float32)
@@ -114,7 +120,7 @@ def _setup(cfg: TrainConfig) -> QualityNet:
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    return QualityNet(cfg.backbone, cfg.emb_dim, 3 if cfg.landmark_sigma_px is None else 4,
+    return QualityNet(cfg.backbone, cfg.emb_dim, cfg.guidance.channels,
                       cfg.aux_dim if cfg.aux_weight > 0 else 0)
 
 
@@ -149,10 +155,10 @@ def train_distill(data: Path, out: Path, cfg: TrainConfig, resume: bool = False)
     tr, va = DistillSet.load(data / "train"), DistillSet.load(data / "val")
     if cfg.real is not None:
         tr = with_real(tr, DistillSet.load(Path(cfg.real) / "real"), cfg.real_share)
-    if cfg.landmark_sigma_px is not None and not (
+    if cfg.guidance.channels > 3 and not (
             np.isfinite(_known(tr.landmarks)).all() and np.isfinite(_known(va.landmarks)).all()):
         raise SystemExit(f"{data}: made before landmarks were kept; run distill-data again "
-                         "for a landmark-guided model")
+                         "for a landmark-guided or size-input model")
     train_crops = np.asarray(tr.crops)  # into memory: random access every step
     model = _setup(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -188,13 +194,12 @@ def train_distill(data: Path, out: Path, cfg: TrainConfig, resume: bool = False)
             idx = np.sort(order[b * cfg.batch : (b + 1) * cfg.batch])
             crops = jitter_batch(train_crops[idx], cfg.align_jitter_px, rng)
             x = _batch_tensor(crops, rng.random(len(idx)) < 0.5,
-                              guide_of(tr, idx, cfg.landmark_sigma_px))
+                              guide_of(tr, idx, cfg.guidance))
             pred = model(x)[1]
             loss = cfg.alpha * loss_fn(pred, target[idx])
             if aux is not None:
                 ab = aux.draw(rng)
-                guide = None if cfg.landmark_sigma_px is None else landmark_map(
-                    ab.landmarks, cfg.landmark_sigma_px, ab.size_factor)
+                guide = cfg.guidance.planes(ab.landmarks, ab.size_factor)
                 codes = model.degradation_code(model(_batch_tensor(ab.crops, ab.flip, guide))[0])
                 loss = loss + cfg.aux_weight * info_nce(codes, cfg.aux_tau)
             opt.zero_grad(set_to_none=True)
@@ -207,7 +212,7 @@ def train_distill(data: Path, out: Path, cfg: TrainConfig, resume: bool = False)
             bar.set_postfix(loss=f"{running:.4f}")
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
-        val_pred = predict(model, va, cfg.landmark_sigma_px)
+        val_pred = predict(model, va, cfg.guidance)
         rec = {"epoch": epoch + 1, "train_loss": running, "epoch_s": time.perf_counter() - t0,
                "val_mae": float(np.abs(val_pred - va.cr).mean()),
                "val_spearman": spearman(val_pred, va.cr)}
@@ -232,8 +237,9 @@ def train_joint(prepared: Path, out: Path, cfg: TrainConfig, resume: bool = Fals
     For a large identity dataset and a GPU; here it runs on the prepared crops of the
     training identities with random degradations applied on the fly.
     """
-    if cfg.landmark_sigma_px is not None or cfg.real is not None or cfg.aux_weight:
-        raise SystemExit("--landmarks, --real and --aux-weight are for --mode distill")
+    if cfg.guidance.channels > 3 or cfg.real is not None or cfg.aux_weight:
+        raise SystemExit("--landmarks, --size-input, --real and --aux-weight are for "
+                         "--mode distill")
     crops, samples = load_prepared(prepared)
     train = [s for s in samples if s.split == "train"]
     names = sorted({s.identity for s in train})

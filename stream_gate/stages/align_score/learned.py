@@ -11,6 +11,11 @@ channel, :func:`landmark_map`, draws the detector's five landmarks where they fa
 aligned crop, each as a Gaussian as wide as one pixel of the source frame is there. The
 positions carry the pose (a turned head moves the nose off the template), the widths the
 resolution the crop was upsampled from (a small face's landmarks are wide blobs).
+
+Size input (manifest ``input.size_plane``): one more channel, constant over the crop,
+:func:`size_plane`: how many frame pixels one crop pixel stood for (log2). The 112-px
+crop hides how many pixels the face had; issue 18's benchmark found that cue worth as
+much as the model itself when fused by hand (``select.size_weight``).
 """
 
 from __future__ import annotations
@@ -60,6 +65,22 @@ def to_model_input(crops: Sequence[ImageBGR] | npt.NDArray[np.uint8],
 
 
 MAX_SIGMA_PX = 16.0  # wider blobs say nothing more: the face was tiny either way
+SIZE_LOG2_RANGE = 3.0  # size plane: log2 frame px per crop px, clipped to ±this, then /this
+
+
+def _in_crop(lm: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], float]:
+    """Where the aligner puts the five landmarks ``lm`` (frame pixels) in the crop, and
+    how many crop pixels one frame pixel becomes."""
+    if not np.all(np.isfinite(lm)):
+        raise ValueError("landmarks must be finite")
+    m = umeyama(lm, ARCFACE_TEMPLATE)
+    pts = lm @ m[:, :2].T + m[:, 2]
+    return pts, float(np.sqrt(abs(np.linalg.det(m[:, :2].astype(np.float64)))))
+
+
+def _as_faces(landmarks: Sequence[FloatArray] | npt.NDArray[np.float32]
+              ) -> npt.NDArray[np.float32]:
+    return np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
 
 
 def landmark_map(landmarks: Sequence[FloatArray] | npt.NDArray[np.float32],
@@ -72,15 +93,11 @@ def landmark_map(landmarks: Sequence[FloatArray] | npt.NDArray[np.float32],
     ``size_factor`` (training only): a downscale degradation's factor per face; a face
     shrunk by f had 1/f times fewer pixels, so its blobs are 1/f times wider.
     """
-    lms = np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
+    lms = _as_faces(landmarks)
     out = np.zeros((len(lms), 1, CROP_SIZE, CROP_SIZE), np.float32)
     grid = np.arange(CROP_SIZE, dtype=np.float32)
     for i, lm in enumerate(lms):
-        if not np.all(np.isfinite(lm)):
-            raise ValueError("landmark_map: landmarks must be finite")
-        m = umeyama(lm, ARCFACE_TEMPLATE)
-        pts = lm @ m[:, :2].T + m[:, 2]
-        per_px = float(np.sqrt(abs(np.linalg.det(m[:, :2].astype(np.float64)))))
+        pts, per_px = _in_crop(lm)
         if size_factor is not None:
             per_px /= max(float(size_factor[i]), 1e-3)
         sigma = float(np.clip(sigma_px * per_px, 1.0, MAX_SIGMA_PX))
@@ -88,6 +105,49 @@ def landmark_map(landmarks: Sequence[FloatArray] | npt.NDArray[np.float32],
         gy = np.exp(-((grid[None, :] - pts[:, 1:]) ** 2) / (2 * sigma**2))
         out[i, 0] = np.max(gy[:, :, None] * gx[:, None, :], axis=0)
     return out
+
+
+def size_plane(landmarks: Sequence[FloatArray] | npt.NDArray[np.float32],
+               size_factor: npt.NDArray[np.floating] | None = None
+               ) -> npt.NDArray[np.float32]:
+    """N×1×112×112, constant per face: log2 of the frame pixels one crop pixel stood for,
+    clipped to ±3 and scaled to ±1 (−1: a face 8× upsampled, 0: crop and face the same
+    size, +1: 8× downsampled). ``size_factor`` as in :func:`landmark_map`."""
+    lms = _as_faces(landmarks)
+    value = np.empty(len(lms), np.float32)
+    for i, lm in enumerate(lms):
+        frame_per_crop = 1.0 / _in_crop(lm)[1]
+        if size_factor is not None:
+            frame_per_crop *= max(float(size_factor[i]), 1e-3)
+        value[i] = np.clip(np.log2(frame_per_crop), -SIZE_LOG2_RANGE, SIZE_LOG2_RANGE)
+    value /= SIZE_LOG2_RANGE
+    return np.broadcast_to(value[:, None, None, None],
+                           (len(lms), 1, CROP_SIZE, CROP_SIZE)).copy()
+
+
+@dataclass(frozen=True, slots=True)
+class Guidance:
+    """The input planes a model takes beside the crop's RGB, in this order: the landmark
+    map (``landmark_sigma_px``) and the size plane. None of either: a 3-channel model."""
+
+    landmark_sigma_px: float | None = None
+    size_plane: bool = False
+
+    @property
+    def channels(self) -> int:
+        return 3 + (self.landmark_sigma_px is not None) + int(self.size_plane)
+
+    def planes(self, landmarks: Sequence[FloatArray] | npt.NDArray[np.float32],
+               size_factor: npt.NDArray[np.floating] | None = None
+               ) -> npt.NDArray[np.float32] | None:
+        """N×(channels − 3)×112×112 for faces with these frame ``landmarks``; None for a
+        plain RGB model. ``size_factor``: training's downscale factors."""
+        parts = []
+        if self.landmark_sigma_px is not None:
+            parts.append(landmark_map(landmarks, self.landmark_sigma_px, size_factor))
+        if self.size_plane:
+            parts.append(size_plane(landmarks, size_factor))
+        return np.concatenate(parts, axis=1) if parts else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,21 +181,20 @@ class Manifest:
     std: float
     calibration: Calibration
     raw: dict[str, Any]
-    landmark_sigma_px: float | None = None  # landmark guidance: the fourth channel's σ
+    guidance: Guidance = Guidance()  # input planes beside RGB (version 2 models)
 
     @property
     def channels(self) -> int:
-        """Input channels: RGB, and the landmark map for landmark-guided models."""
-        return 3 if self.landmark_sigma_px is None else 4
+        """Input channels: RGB and the guidance planes."""
+        return self.guidance.channels
 
     def inputs(self, crops: Sequence[ImageBGR] | npt.NDArray[np.uint8],
                landmarks: Sequence[FloatArray] | npt.NDArray[np.float32]
                ) -> npt.NDArray[np.float32]:
         """The model's input batch for aligned ``crops`` and their frame ``landmarks``."""
         x = to_model_input(crops, self.mean, self.std)
-        if self.landmark_sigma_px is None:
-            return x
-        return np.concatenate([x, landmark_map(landmarks, self.landmark_sigma_px)], axis=1)
+        guide = self.guidance.planes(landmarks)
+        return x if guide is None else np.concatenate([x, guide], axis=1)
 
     @staticmethod
     def load(path: Path) -> Manifest:
@@ -143,7 +202,8 @@ class Manifest:
             data = json.loads(path.read_text())
             norm = data["input"]["normalisation"]
             guide = data["input"].get("landmark_map")
-            return Manifest(
+            sized = data["input"].get("size_plane") is not None
+            m = Manifest(
                 name=data["name"], version=str(data["version"]),
                 file=path.parent / data["file"], sha256=data["sha256"],
                 input_size=int(data["input"]["size"]), mean=float(norm["mean"]),
@@ -151,8 +211,12 @@ class Manifest:
                 calibration=Calibration(tuple(data["calibration"]["raw"]),
                                         tuple(data["calibration"]["quality"])),
                 raw=data,
-                landmark_sigma_px=None if guide is None else float(guide["sigma_px"]),
+                guidance=Guidance(None if guide is None else float(guide["sigma_px"]), sized),
             )
+            if m.channels != int(data["input"].get("channels", m.channels)):
+                raise ValueError(f"input.channels {data['input']['channels']} but the "
+                                 f"guidance named gives {m.channels}")
+            return m
         except FileNotFoundError:
             raise ModelError(f"quality model manifest not found: {path}") from None
         except OSError as exc:  # a directory, no permission

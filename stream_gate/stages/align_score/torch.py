@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from stream_gate.runtime import DeviceModel
 from stream_gate.runtime.cuda_graphs import MAX_BATCH
 from stream_gate.runtime.torch_ops import by_shape
-from stream_gate.stages.align_score.learned import CrFiqaScorer, landmark_map, normalisation
+from stream_gate.stages.align_score.learned import CrFiqaScorer, normalisation
 from stream_gate.stages.align_score.scored import Face, QualityScorer, ScoredCrops
 from stream_gate.stages.align_score.template import ARCFACE_TEMPLATE, CROP_SIZE, umeyama
 from stream_gate.types import FloatArray, FrameBatch, Scores
@@ -129,8 +129,8 @@ class DeviceLearnedAlignScore(DeviceAlignScore):
         m = self.manifest
         a, b = normalisation(m.mean, m.std)
         x = crops.flip(1) * a - b  # BGR -> RGB, as to_model_input
-        if m.landmark_sigma_px is not None:  # landmark guidance: a small map, made on the host
-            guide = torch.from_numpy(landmark_map(landmarks, m.landmark_sigma_px))
-            x = torch.cat([x, guide.to(x.device, x.dtype)], dim=1)
+        planes = m.guidance.planes(landmarks)  # landmark map, size: small, made on the host
+        if planes is not None:
+            x = torch.cat([x, torch.from_numpy(planes).to(x.device, x.dtype)], dim=1)
         raw = self.model.infer_tensor(x)[0].reshape(-1).cpu().numpy().astype(np.float32)
         return Scores(raw=raw, quality=m.calibration(raw))
