@@ -182,6 +182,12 @@ def test_benchmark_on_real_clips_with_a_gallery(tmp_path: Path) -> None:
     for name, v in sel.items():
         assert v["similarity"] <= sel[ORACLE]["similarity"] + 1e-9, name
     assert sel[ORACLE]["headroom_similarity"] == 1.0 and sel[RANDOM]["headroom_similarity"] == 0
+    # The one-pick share: the same gain over random, against the best one-pick selector's.
+    assert sel[SEGMENT_ORACLE]["of_one_pick_ceiling"] == 1.0
+    ceil = sel[SEGMENT_ORACLE]["headroom_similarity"]
+    for name, v in sel.items():
+        assert v["of_one_pick_ceiling"] == pytest.approx(v["headroom_similarity"] / ceil,
+                                                         abs=2e-3), name
     sheet = cv2.imread(str(out / "picks-test.png"))
     assert sheet is not None and sheet.shape[1] > 5 * 80  # a column per picking selector
     # The fused selector's long name is printed whole: its third line ("area") has ink
