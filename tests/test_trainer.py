@@ -217,23 +217,29 @@ def test_hard_protocol_items_hold_out_identities_and_keep_30_percent_clean(
     from trainer.data import Sample
 
     names = [f"person_{i}" for i in range(40)]
-    samples = [Sample(i, names[i // 3], "", [[0.0, 0.0]] * 5, 1.0, "val")
-               for i in range(len(names) * 3)]
+    marks = [[60.0, 80.0], [100.0, 80.0], [80.0, 100.0], [64.0, 120.0], [96.0, 120.0]]
+    samples = [Sample(i, names[i // 3], "", marks, 1.0, "val") for i in range(len(names) * 3)]
     crops = np.repeat(face[None], len(samples), axis=0)
     hard = protocol("hard")
-    items, owners, _ = _items(crops, samples, 10, 4, hard)
+    items, owners, _, lms = _items(crops, samples, 10, 4, hard)
     assert {holdout_of(s.identity) for s in owners} == {"test"}
     assert len(items) == 4 * len({s.index for s in owners})  # no extra clean photo
     clean = np.mean([np.array_equal(im, face) for im in items])
     assert 0.2 < clean < 0.4
+    # A downscaled copy's landmarks shrink with it, as a camera would have seen the face;
+    # the other copies keep the photo's.
+    eyes = np.linalg.norm(lms[:, 1] - lms[:, 0], axis=1)
+    assert eyes.max() == pytest.approx(40.0) and 0.05 < np.mean(eyes < 39.9) < 0.6
     only = protocol("hard", only="low_light", half="val")
-    items, owners, _ = _items(crops, samples, 10, 2, only)
+    items, owners, _, lms = _items(crops, samples, 10, 2, only)
     assert {holdout_of(s.identity) for s in owners} == {"val"}
     assert all(im.mean() <= face.mean() + 1 for im in items)  # darker or clean, never more
+    assert np.all(lms == np.float32(marks))  # no downscale drawn: the photo's landmarks
     standard = protocol("standard")
-    items, owners, _ = _items(crops, samples, 10, 2, standard)
+    items, owners, _, lms = _items(crops, samples, 10, 2, standard)
     assert len({s.identity for s in owners}) == len(names)
     assert np.array_equal(items[0], face) and not np.array_equal(items[1], face)
+    assert np.all(lms == np.float32(marks))  # the v1 card's set: photo landmarks always
 
 
 def test_real_set_is_oversampled_to_its_share_with_its_own_identities() -> None:

@@ -89,6 +89,9 @@ class Protocol:
     (the v1 card's set); ``clean_prob``: the chance a copy stays clean instead.
     ``half``: which validation identities (``all``, or the ``val`` / ``test`` half of
     :func:`holdout_of`: models are chosen on ``val``, reported on ``test``).
+    ``camera_landmarks``: a downscaled copy's landmarks shrink with it, as a camera that
+    saw the face that small would report them (what the heuristic's size term, the
+    landmark map's widths and the size plane see); otherwise every copy keeps its photo's.
     """
 
     name: str
@@ -99,6 +102,7 @@ class Protocol:
     seed_offset: int
     half: str
     kinds: tuple[str, ...] | None = None
+    camera_landmarks: bool = False
 
 
 CAMERA_KINDS = ("gaussian_blur", "motion_blur", "noise", "jpeg", "downscale", "low_light")
@@ -109,7 +113,7 @@ PROTOCOLS = {
     # whole severity range, 30 % of the copies mixed, 30 % clean, its own seeds, on
     # identities no model was selected or calibrated on.
     "hard": Protocol("hard", 1.0, 0.3, 0.3, False, HARD_SEED_OFFSET, "test",
-                     CAMERA_KINDS),
+                     CAMERA_KINDS, camera_landmarks=True),
 }
 
 
@@ -125,7 +129,9 @@ def protocol(name: str, only: str | None = None, half: str | None = None) -> Pro
 
 
 def _items(crops: npt.NDArray[np.uint8], samples: list[Sample], max_per_id: int, k: int,
-           proto: Protocol) -> tuple[npt.NDArray[np.uint8], list[Sample], npt.NDArray[np.intp]]:
+           proto: Protocol) -> tuple[npt.NDArray[np.uint8], list[Sample], npt.NDArray[np.intp],
+                                     npt.NDArray[np.float32]]:
+    """The evaluation items: crops, their photos' samples and indices, their landmarks."""
     by_id: dict[str, list[Sample]] = defaultdict(list)
     for s in samples:
         if s.split == "val" and proto.half in ("all", holdout_of(s.identity)):
@@ -134,19 +140,25 @@ def _items(crops: npt.NDArray[np.uint8], samples: list[Sample], max_per_id: int,
               for s in by_id[ident][:max_per_id]]
     per = k + int(proto.clean_photo)
     out = np.empty((len(photos) * per, 112, 112, 3), np.uint8)
+    marks = np.empty((len(photos) * per, 5, 2), np.float32)
     owners: list[Sample] = []
     for i, s in enumerate(photos):
         img = np.asarray(crops[s.index])
+        lm = np.asarray(s.landmarks, np.float32)
+        marks[i * per : (i + 1) * per] = lm
         if proto.clean_photo:
             out[i * per] = img
         for j in range(k):
-            out[i * per + int(proto.clean_photo) + j] = random_degradation(
+            row = i * per + int(proto.clean_photo) + j
+            out[row], how = random_degradation(
                 img, proto.seed_offset + s.index * 97 + j, mix_prob=proto.mix_prob,
                 clean_prob=proto.clean_prob, max_severity=proto.max_severity,
-                kinds=proto.kinds)[0]
+                kinds=proto.kinds)
+            if proto.camera_landmarks:
+                marks[row] = lm * how.size_factor()
         owners += [s] * per
     source = np.array([s.index for s in owners])
-    return out, owners, source
+    return out, owners, source, marks
 
 
 def evaluate(prepared: Path, models: list[str], teacher_path: Path, comparators: list[str],
@@ -158,7 +170,7 @@ def evaluate(prepared: Path, models: list[str], teacher_path: Path, comparators:
 
     out.mkdir(parents=True, exist_ok=True)
     crops, samples = load_prepared(prepared)
-    items, owners, source = _items(crops, samples, max_per_id, k, proto)
+    items, owners, source, marks = _items(crops, samples, max_per_id, k, proto)
     names = sorted({s.identity for s in owners})
     label = {n: i for i, n in enumerate(names)}
     ident = np.array([label[s.identity] for s in owners])
@@ -172,13 +184,12 @@ def evaluate(prepared: Path, models: list[str], teacher_path: Path, comparators:
                                     lambda c: DlibRecogniser().embed(c, progress="dlib"))
 
     # Quality of every item by every method.
-    marks = [np.array(s.landmarks, np.float32) for s in owners]
     quality: dict[str, npt.NDArray[np.floating]] = {}
     for m in models:
         name, q = model_quality(m, items, marks)
         quality[name] = q
     quality.update({
-        "heuristic": HeuristicScorer().score(list(items), marks).quality,
+        "heuristic": HeuristicScorer().score(list(items), list(marks)).quality,
         "blur (Laplacian)": laplacian(items),
         "random": np.random.default_rng(0).random(len(items)),
     })
