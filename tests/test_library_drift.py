@@ -30,3 +30,8 @@ def test_the_comparison_sees_a_moved_face() -> None:
     assert "moved" in compare({"k": [face]}, {"k": [moved]})[0]
     assert "no face" in compare({"k": [face]}, {"k": []})[0]
     assert "quality" in compare({"k": [face]}, {"k": [scored]})[0]
+    # int8 figures are compared only where int8 was measured (CPUs with VNNI: without
+    # it int8 saturates and the product runs fp32); fp32 figures always.
+    assert compare({"k/int8": [face]}, {"int8_measured": False}) == []
+    assert "no face" in compare({"k/int8": [face]}, {"int8_measured": True})[0]
+    assert "no face" in compare({"k/fp32": [face]}, {"int8_measured": False})[0]
