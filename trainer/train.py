@@ -74,8 +74,6 @@ def _batch_tensor(crops: npt.NDArray[np.uint8], flip: npt.NDArray[np.bool_] | No
 def guide_of(data: DistillSet, idx: npt.NDArray[np.intp], guidance: Guidance
              ) -> npt.NDArray[np.float32] | None:
     """The guidance planes of ``data``'s samples ``idx`` (None for plain RGB models)."""
-    if guidance.channels == 3:
-        return None
     return guidance.planes(_known(data.landmarks)[idx], _known(data.size_factor)[idx])
 
 

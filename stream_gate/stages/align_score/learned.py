@@ -68,19 +68,43 @@ MAX_SIGMA_PX = 16.0  # wider blobs say nothing more: the face was tiny either wa
 SIZE_LOG2_RANGE = 3.0  # size plane: log2 frame px per crop px, clipped to ±this, then /this
 
 
-def _in_crop(lm: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], float]:
-    """Where the aligner puts the five landmarks ``lm`` (frame pixels) in the crop, and
-    how many crop pixels one frame pixel becomes."""
-    if not np.all(np.isfinite(lm)):
-        raise ValueError("landmarks must be finite")
-    m = umeyama(lm, ARCFACE_TEMPLATE)
-    pts = lm @ m[:, :2].T + m[:, 2]
-    return pts, float(np.sqrt(abs(np.linalg.det(m[:, :2].astype(np.float64)))))
+def _in_crop(landmarks: Sequence[FloatArray] | npt.NDArray[np.float32],
+             size_factor: npt.NDArray[np.floating] | None
+             ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]:
+    """Where the aligner puts each face's five landmarks (frame pixels) in the crop
+    (N×5×2), and how many crop pixels one of its frame pixels becomes (N; a face a
+    training-time downscale shrank by f had 1/f times fewer pixels)."""
+    lms = np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
+    pts = np.empty_like(lms)
+    per_px = np.empty(len(lms), np.float64)
+    for i, lm in enumerate(lms):
+        if not np.all(np.isfinite(lm)):
+            raise ValueError("landmarks must be finite")
+        m = umeyama(lm, ARCFACE_TEMPLATE)
+        pts[i] = lm @ m[:, :2].T + m[:, 2]
+        per_px[i] = np.sqrt(abs(np.linalg.det(m[:, :2].astype(np.float64))))
+        if size_factor is not None:
+            per_px[i] /= max(float(size_factor[i]), 1e-3)
+    return pts, per_px
 
 
-def _as_faces(landmarks: Sequence[FloatArray] | npt.NDArray[np.float32]
-              ) -> npt.NDArray[np.float32]:
-    return np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
+def _draw_landmarks(pts: npt.NDArray[np.float32], per_px: npt.NDArray[np.float64],
+                    sigma_px: float) -> npt.NDArray[np.float32]:
+    out = np.zeros((len(pts), 1, CROP_SIZE, CROP_SIZE), np.float32)
+    grid = np.arange(CROP_SIZE, dtype=np.float32)
+    for i, p in enumerate(pts):
+        sigma = float(np.clip(sigma_px * per_px[i], 1.0, MAX_SIGMA_PX))
+        gx = np.exp(-((grid[None, :] - p[:, :1]) ** 2) / (2 * sigma**2))  # 5×112
+        gy = np.exp(-((grid[None, :] - p[:, 1:]) ** 2) / (2 * sigma**2))
+        out[i, 0] = np.max(gy[:, :, None] * gx[:, None, :], axis=0)
+    return out
+
+
+def _fill_size(per_px: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+    value = (np.clip(-np.log2(per_px), -SIZE_LOG2_RANGE, SIZE_LOG2_RANGE)
+             / SIZE_LOG2_RANGE).astype(np.float32)
+    return np.broadcast_to(value[:, None, None, None],
+                           (len(value), 1, CROP_SIZE, CROP_SIZE)).copy()
 
 
 def landmark_map(landmarks: Sequence[FloatArray] | npt.NDArray[np.float32],
@@ -93,18 +117,7 @@ def landmark_map(landmarks: Sequence[FloatArray] | npt.NDArray[np.float32],
     ``size_factor`` (training only): a downscale degradation's factor per face; a face
     shrunk by f had 1/f times fewer pixels, so its blobs are 1/f times wider.
     """
-    lms = _as_faces(landmarks)
-    out = np.zeros((len(lms), 1, CROP_SIZE, CROP_SIZE), np.float32)
-    grid = np.arange(CROP_SIZE, dtype=np.float32)
-    for i, lm in enumerate(lms):
-        pts, per_px = _in_crop(lm)
-        if size_factor is not None:
-            per_px /= max(float(size_factor[i]), 1e-3)
-        sigma = float(np.clip(sigma_px * per_px, 1.0, MAX_SIGMA_PX))
-        gx = np.exp(-((grid[None, :] - pts[:, :1]) ** 2) / (2 * sigma**2))  # 5×112
-        gy = np.exp(-((grid[None, :] - pts[:, 1:]) ** 2) / (2 * sigma**2))
-        out[i, 0] = np.max(gy[:, :, None] * gx[:, None, :], axis=0)
-    return out
+    return _draw_landmarks(*_in_crop(landmarks, size_factor), sigma_px)
 
 
 def size_plane(landmarks: Sequence[FloatArray] | npt.NDArray[np.float32],
@@ -113,16 +126,7 @@ def size_plane(landmarks: Sequence[FloatArray] | npt.NDArray[np.float32],
     """N×1×112×112, constant per face: log2 of the frame pixels one crop pixel stood for,
     clipped to ±3 and scaled to ±1 (−1: a face 8× upsampled, 0: crop and face the same
     size, +1: 8× downsampled). ``size_factor`` as in :func:`landmark_map`."""
-    lms = _as_faces(landmarks)
-    value = np.empty(len(lms), np.float32)
-    for i, lm in enumerate(lms):
-        frame_per_crop = 1.0 / _in_crop(lm)[1]
-        if size_factor is not None:
-            frame_per_crop *= max(float(size_factor[i]), 1e-3)
-        value[i] = np.clip(np.log2(frame_per_crop), -SIZE_LOG2_RANGE, SIZE_LOG2_RANGE)
-    value /= SIZE_LOG2_RANGE
-    return np.broadcast_to(value[:, None, None, None],
-                           (len(lms), 1, CROP_SIZE, CROP_SIZE)).copy()
+    return _fill_size(_in_crop(landmarks, size_factor)[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +146,15 @@ class Guidance:
                ) -> npt.NDArray[np.float32] | None:
         """N×(channels − 3)×112×112 for faces with these frame ``landmarks``; None for a
         plain RGB model. ``size_factor``: training's downscale factors."""
+        if self.channels == 3:
+            return None
+        pts, per_px = _in_crop(landmarks, size_factor)  # once for both planes
         parts = []
         if self.landmark_sigma_px is not None:
-            parts.append(landmark_map(landmarks, self.landmark_sigma_px, size_factor))
+            parts.append(_draw_landmarks(pts, per_px, self.landmark_sigma_px))
         if self.size_plane:
-            parts.append(size_plane(landmarks, size_factor))
-        return np.concatenate(parts, axis=1) if parts else None
+            parts.append(_fill_size(per_px))
+        return np.concatenate(parts, axis=1)
 
 
 @dataclass(frozen=True, slots=True)
