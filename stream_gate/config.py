@@ -238,6 +238,10 @@ class SelectConfig(_Section):
     size_weight: float = Field(default=0.0, ge=0, le=100, description=(
         "Points a crop gains, when one person's crops are ranked, per doubling of its "
         "face's area (0: quality alone; 20-40 picked better crops on real video)."))
+    consensus_weight: float = Field(default=0.0, ge=0, le=100, description=(
+        "Points a crop gains, when one person's crops are ranked, per percent of its "
+        "agreement with the person's other crops (0: off; 3 picked far better crops on "
+        "real video; best with policy track_end, which ranks against the whole track)."))
 
 
 def check_redis_url(v: str) -> str:
@@ -379,6 +383,8 @@ class SelectOverride(_Override):
     min_quality: Annotated[float, Field(ge=0, le=100)] | None = None
     improve_delta: Annotated[float, Field(ge=0, le=100)] | None = None
     max_wait_s: Annotated[float, Field(ge=0)] | None = None
+    size_weight: Annotated[float, Field(ge=0, le=100)] | None = None
+    consensus_weight: Annotated[float, Field(ge=0, le=100)] | None = None
 
 
 class StreamConfig(_Section):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
+import cv2
 import numpy as np
 
 from stream_gate.config import SelectConfig
-from stream_gate.stages.select import Selector
+from stream_gate.stages.select import POOL, Selector, agreement, appearance_signature
 from stream_gate.types import Candidate, TrackEnd
 
 
@@ -131,3 +133,70 @@ def test_size_weight_improving_counts_the_face_size_in_the_improvement() -> None
     assert summary(first) == [("improving", 1, 0, 60)]
     assert summary(again) == [("improving", 1, 1, 58)]
     assert smaller == []
+
+
+def _photo_crops(lfw_image: object, person: str, n: int) -> np.ndarray:
+    """Aligned 112-px crops of ``n`` LFW photos of one person (the product's detector)."""
+    from trainer.data import align_photos
+
+    crops = align_photos([lfw_image(person, i) for i in range(1, n + 1)])  # type: ignore[operator]
+    assert len(crops) == n
+    return crops
+
+
+def _real(track: int, frame: int, q: float, crop: np.ndarray) -> Candidate:
+    return dataclasses.replace(cand(track, frame, q), crop=crop)
+
+
+def test_consensus_prefers_a_typical_crop_to_an_odd_one_that_scores_higher(
+        lfw_image: object) -> None:
+    """One person's real crops at quality 60 and one that scores 70 but is unlike the
+    rest: with the consensus on, a crop the recogniser can match is sent instead."""
+    crops = _photo_crops(lfw_image, "George_W_Bush", 7)
+    rot = cv2.getRotationMatrix2D((56, 56), 25, 1.0)
+    odd = {"misaligned by 16 px": np.roll(crops[0], 16, axis=1),
+           "tilted by 25 degrees": cv2.warpAffine(crops[0], rot, (112, 112),
+                                                  borderMode=cv2.BORDER_REPLICATE)}
+    for what, bad in odd.items():
+        for weight, sent in ((0.0, 6), (3.0, None)):
+            sel = selector(policy="track_end", consensus_weight=weight)
+            for i, c in enumerate(crops[1:]):
+                sel.offer(_real(1, i, 60, c), confirmed=True)
+            sel.offer(_real(1, 6, 70, bad), confirmed=True)
+            (em,) = sel.end(TrackEnd(1, True, 7))
+            if sent is not None:
+                assert em.candidate.frame_index == sent, what  # quality alone: the odd one
+            else:
+                assert em.candidate.frame_index != 6, what
+                assert em.candidate.quality == 60  # the entry carries the model's score
+
+
+def test_consensus_ranks_against_the_whole_track_at_its_end(lfw_image: object) -> None:
+    """The first crop held is the best of the track so far; later crops of the person move
+    the centre, and at track end the pool is ranked against all of them. More crops than
+    the pool keeps still end in top_k emissions in rank order."""
+    crops = _photo_crops(lfw_image, "George_W_Bush", 7)
+    sel = selector(policy="track_end", consensus_weight=3.0, top_k=2)
+    frames = [(i, c) for i, c in enumerate(list(crops) * 3)]  # 21 crops: more than POOL
+    for f, c in frames:
+        sel.offer(_real(1, f, 50, c), confirmed=True)
+    ems = sel.end(TrackEnd(1, True, len(frames)))
+    assert [e.rank for e in ems] == [1, 2]
+    # The benchmark's formula (every crop against the sum of the track's signatures)
+    # agrees with the selector on which photo is most typical.
+    sigs = np.stack([appearance_signature(c) for _, c in frames])
+    best = np.argsort(-agreement(sigs, sigs.sum(0)), kind="stable")
+    assert {ems[0].candidate.frame_index % 7, ems[1].candidate.frame_index % 7} <= \
+        {int(best[k]) % 7 for k in range(6)}
+    assert ems[0].candidate.frame_index % 7 == int(best[0]) % 7
+
+
+def test_consensus_improving_emits_once_confirmed_and_keeps_its_pool_bounded(
+        lfw_image: object) -> None:
+    crops = _photo_crops(lfw_image, "George_W_Bush", 4)
+    sel = selector(policy="improving", consensus_weight=3.0, improve_delta=5)
+    got = [sel.offer(_real(1, i, 55, crops[i % 4]), confirmed=i >= 2) for i in range(40)]
+    assert [len(g) for g in got[:3]] == [0, 0, 1]  # the first confirmed crop sends
+    assert sum(len(g) for g in got) == 1  # the centre settles: no resend of one photo
+    held = sel._held[1]
+    assert len(held.top) <= POOL and set(held.signature) == {c.frame_index for c in held.top}
