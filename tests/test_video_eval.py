@@ -165,7 +165,7 @@ def test_benchmark_on_real_clips_with_a_gallery(tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = ["evaluate-video", "--clips", str(clips), "--media", str(tmp_path), "--teacher",
             str(teacher), "--comparator", "teacher", "--fps", "5", "--out", str(out),
-            "--gallery", str(gallery), "--size-weight", "20"]
+            "--gallery", str(gallery), "--size-weight", "20", "--consensus-weight", "3"]
     assert trainer_main(args) == 0
     result = json.loads((out / "results.json").read_text())
     half = result["halves"]["test"]
@@ -173,8 +173,9 @@ def test_benchmark_on_real_clips_with_a_gallery(tmp_path: Path) -> None:
     assert half["identities"] == ["person_a", "person_b"]
     assert "ab" in half["clips"]  # the side-by-side clip's tracks were named
     sel = half["comparators"]["teacher"]["selectors"]
-    assert set(sel) == {"cr-fiqa-s@1", "cr-fiqa-s@1 + 20/2x area", "heuristic",
-                        "largest face", "detector score", "Laplacian", RANDOM, ORACLE,
+    assert set(sel) == {"cr-fiqa-s@1", "cr-fiqa-s@1 + 20/2x area",
+                        "cr-fiqa-s@1 + 3x consensus", "heuristic", "largest face",
+                        "detector score", "Laplacian", "track consensus", RANDOM, ORACLE,
                         SEGMENT_ORACLE}
     assert sel["cr-fiqa-s@1"]["minus_reference"] == 0  # the reference, against itself
     assert sel[ORACLE]["minus_reference"] == pytest.approx(
@@ -327,6 +328,36 @@ def test_size_fusion_trades_quality_points_for_doublings_of_the_face_area() -> N
         landmarks=items.landmarks[i], det_score=1.0, crop=items.crops[i], quality=q,
         quality_raw=q / 100)) for i, q in enumerate(quality)]
     assert ranks == pytest.approx(size_fused(quality, items, 3.0).tolist())
+
+
+def test_track_consensus_ranks_each_crop_against_its_own_track_only() -> None:
+    """Two tracks of made-up faces: each crop's agreement is with its own track's crops
+    (the product's signature), so a track of odd crops cannot pull another's ranking;
+    the fused selector trades quality points for agreement as select.consensus_weight."""
+    from stream_gate.stages.select import agreement, appearance_signature
+    from trainer.video_eval import track_agreement
+
+    rng = np.random.default_rng(0)
+    face = np.zeros((112, 112, 3), np.uint8)
+    cv2.circle(face, (56, 60), 38, (200, 200, 200), -1)
+    for x in (38, 74):  # two eyes
+        cv2.circle(face, (x, 50), 6, (30, 30, 30), -1)
+    cv2.line(face, (42, 82), (70, 82), (30, 30, 30), 3)
+    noisy = [np.clip(face + rng.normal(0, 12, face.shape), 0, 255).astype(np.uint8)
+             for _ in range(3)]
+    shifted = np.roll(face, 20, axis=1)
+    items = _items([0.0, 0.1, 0.2, 0.3, 0.0, 0.1], ["a"] * 4 + ["b"] * 2,
+                   track=[1, 1, 1, 1, 2, 2])
+    items.crops[:] = [*noisy, shifted, shifted, shifted]
+    agree = track_agreement(items)
+    sigs = np.stack([appearance_signature(c) for c in items.crops])
+    assert agree[:4] == pytest.approx(agreement(sigs[:4], sigs[:4].sum(0)))
+    assert agree[4:] == pytest.approx([100.0, 100.0], abs=1e-3)  # alike: full agreement
+    assert agree[3] < agree[:3].min() - 10  # the misaligned crop of track 1 ranks last
+    segs = [s for s in segments(items, 1.5) if s.identity == "a"]
+    quality = np.array([50.0, 50.0, 50.0, 60.0, 0.0, 0.0])
+    assert picks(segs, quality).tolist() == [3]  # quality alone: the odd crop
+    assert picks(segs, quality + 3.0 * agree).tolist() != [3]
 
 
 def test_segment_oracle_picks_the_crop_nearest_the_persons_other_segments() -> None:

@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     vv.add_argument("--size-weight", type=float, action="append", default=[],
                     metavar="W", help="also each model fused with the face's size: quality + "
                     "W points per doubling of the box area (repeat for several)")
+    vv.add_argument("--consensus-weight", type=float, action="append", default=[],
+                    metavar="W", help="also each model fused with the crop's agreement with "
+                    "its track: quality + W points per percent (select.consensus_weight)")
     vv.add_argument("--out", type=Path, default=Path("work/eval-video"))
     rd = sub.add_parser("real-data", help="the real training set: tracked video faces with "
                         "teacher CR targets (leave-segment-out centres)")
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                        args.comparator or ["teacher", "dlib"], args.out, args.fps,
                        args.segment_s, args.gallery, args.gallery_min_sim,
                        ("dev", "test") if args.half == "both" else (args.half,),
-                       args.size_weight)
+                       args.size_weight, args.consensus_weight)
         return 0
 
     if args.cmd == "prepare":

@@ -5,8 +5,11 @@
 lets every selector pick one crop per segment:
 
 - each quality model under test (highest quality), with ``--size-weight W`` also fused
-  with the face's size (W quality points per doubling of the box area), ``heuristic``,
-  the largest face (box area), the detector's score, Laplacian sharpness;
+  with the face's size (W quality points per doubling of the box area) and with
+  ``--consensus-weight W`` with the crop's agreement with its track (W points per
+  percent; ``select.consensus_weight``), ``heuristic``, the largest face (box area), the
+  detector's score, Laplacian sharpness, and the track consensus alone (the crop whose
+  edge layout agrees best with its whole track's);
 - ``random``: the expected value over every crop of each segment (no draw, no noise);
 - ``oracle``: for each compared pair of segments, the pair of crops the comparator likes
   best (the ceiling of any selector);
@@ -192,6 +195,23 @@ def size_fused(quality: Scores, items: ClipCrops, weight: float) -> Scores:
     return out
 
 
+def track_agreement(items: ClipCrops) -> Scores:
+    """Each crop's agreement (percent) with every crop of its track, as
+    ``select.consensus_weight`` ranks it when a track ends (policy ``track_end``), with
+    the product's own functions."""
+    from stream_gate.stages.select import agreement, appearance_signature
+
+    sig = np.stack([appearance_signature(c) for c in items.crops]) if len(items) else \
+        np.zeros((0, 1), np.float32)
+    tracks: dict[tuple[str, int], list[int]] = {}
+    for r, (c, t) in enumerate(zip(items.clip, items.track, strict=True)):
+        tracks.setdefault((c, int(t)), []).append(r)
+    out: Scores = np.zeros(len(items))
+    for rows in tracks.values():
+        out[rows] = agreement(sig[rows], sig[rows].sum(0))
+    return out
+
+
 def baseline_scores(items: ClipCrops) -> dict[str, Scores]:
     """Per-crop scores of the trivial selectors (higher = picked first)."""
     from stream_gate.stages.align_score.heuristic import HeuristicScorer
@@ -203,6 +223,7 @@ def baseline_scores(items: ClipCrops) -> dict[str, Scores]:
         "largest face": log2_area(items),
         "detector score": items.det_score.astype(np.float64),
         "Laplacian": laplacian(items.crops),
+        "track consensus": track_agreement(items),
     }
 
 
@@ -319,9 +340,12 @@ def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_
                    comparators: Sequence[str], out: Path, fps: float = 10.0,
                    segment_s: float = 1.5, gallery: Path | None = None,
                    gallery_min_sim: float = 0.45, halves: Sequence[str] = SPLITS,
-                   size_weights: Sequence[float] = ()) -> dict[str, Any]:
+                   size_weights: Sequence[float] = (),
+                   consensus_weights: Sequence[float] = ()) -> dict[str, Any]:
     """The whole benchmark: dumps (cached), crops, scores, embeddings, report, sheets.
-    ``size_weights``: each model also fused with the face's size (:func:`size_fused`)."""
+    ``size_weights``: each model also fused with the face's size (:func:`size_fused`);
+    ``consensus_weights``: with the crop's agreement with its track
+    (:func:`track_agreement`)."""
     from stream_gate.log import setup_logging
     from trainer.evaluate import model_quality
     from trainer.recognisers import DlibRecogniser, OnnxRecogniser, cached_embed
@@ -352,12 +376,16 @@ def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_
         embs["dlib"] = cached_embed(out, "dlib", items.crops,
                                     lambda c: DlibRecogniser().embed(c, progress="dlib"))
     scores: dict[str, Scores] = {}
+    baselines = baseline_scores(items)
     for m in models:
         name, q = model_quality(m, items.crops, items.landmarks)
         scores[name] = q.astype(np.float64)
         for w in size_weights:
             scores[f"{name} + {w:g}/2x area"] = size_fused(scores[name], items, w)
-    scores.update(baseline_scores(items))
+        for w in consensus_weights:
+            scores[f"{name} + {w:g}x consensus"] = \
+                scores[name] + w * baselines["track consensus"]
+    scores.update(baselines)
     report = run_benchmark(items, scores, embs, segment_s, out, halves)
     summary = {"clip_list": str(clip_list), "fps": fps, "segment_s": segment_s,
                "models": list(scores)[: len(models)], "halves": report}
