@@ -96,3 +96,30 @@ def test_capacity_search_finds_the_largest_sustained_count_in_few_trials(capacit
     assert search_capacity(sustained, limit=256) == capacity
     assert len(tried) <= 2 * max(1, capacity).bit_length() + 2
     assert len(set(tried)) == len(tried)  # no trial run twice
+
+
+@pytest.mark.slow
+def test_pipeline_with_the_consensus_on_sends_one_crop_per_person(
+        media: Callable[[str], Path]) -> None:
+    """select.consensus_weight through the whole graph, as the bench's
+    pipeline-consensus variant turns it on: every confirmed track of a real talking-head
+    clip still gets exactly one crop (policy track_end, top_k 1), carrying the model's
+    quality; a camera that sets its own weight to 0 keeps it and is served the same way."""
+    from collections import Counter
+
+    from stream_gate.bench.variants import CONSENSUS_WEIGHT, with_consensus
+
+    clip = str(media("sadtalker_WDA_AlexandriaOcasioCortez_000.mp4"))
+    s = with_consensus(load_settings(None, {"streams": [
+        {"id": "a", "url": clip}, {"id": "b", "url": clip, "select": {"consensus_weight": 0}}]}))
+    assert s.select_for("a").consensus_weight == CONSENSUS_WEIGHT
+    assert s.select_for("b").consensus_weight == 0
+    result, report = run_pipeline_variant(s, None, detect_only=False)
+    sent = Counter((e.candidate.stream_id, e.candidate.track_id) for e in report.emissions)
+    assert {sid for sid, _ in sent} == {"a", "b"} and set(sent.values()) == {1}
+    scored = {k for k, t in report.tracks.items() if t.confirmed and t.scored}
+    assert set(sent) == scored  # nobody scored and confirmed goes without a crop
+    for e in report.emissions:  # the entry carries the model's score, not the rank
+        track = report.tracks[(e.candidate.stream_id, e.candidate.track_id)]
+        assert 0 <= e.candidate.quality <= track.best_quality
+    assert result.stage_ms["select"] > 0

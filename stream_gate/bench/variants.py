@@ -7,7 +7,10 @@
   with the production settings (the bound);
 - ``pipeline``: the production graph;
 - ``naive-mirrored``: ``naive`` on the frames flipped left-right (the noise floor of
-  best-shot parity).
+  best-shot parity);
+- ``pipeline-consensus``: the production graph with ``select.consensus_weight`` at
+  :data:`CONSENSUS_WEIGHT` (where the settings leave it off): what ranking crops by
+  their agreement with the track costs.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from stream_gate.stages.track import TrackResult
 from stream_gate.types import Frame, FrameBatch, TrackedFace, TrackEnd, TrackStep
 
 WARM_UP_S = 2.0
+CONSENSUS_WEIGHT = 3.0  # the weight chosen on the real-video benchmark's dev half
 
 
 class WideOnly:
@@ -177,6 +181,14 @@ class Mirror:
         for t in report.tracks.values():
             w = self.widths[t.stream_id]
             t.boxes = {i: (w - x2, y1, w - x1, y2) for i, (x1, y1, x2, y2) in t.boxes.items()}
+
+
+def with_consensus(settings: Settings) -> Settings:
+    """The same settings with the track consensus on, unless already on (a stream that
+    sets its own weight keeps it)."""
+    s = settings.model_copy(deep=True)
+    s.select.consensus_weight = s.select.consensus_weight or CONSENSUS_WEIGHT
+    return s
 
 
 def with_yunet(settings: Settings, path: Path) -> Settings:

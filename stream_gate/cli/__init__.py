@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--variants", default=",".join(("naive", "decode-only",
                                                        "detector-only", "pipeline")),
                        help="comma-separated; also naive-mirrored: naive on the frames "
-                            "flipped left-right, the noise floor of best-shot parity")
+                            "flipped left-right, the noise floor of best-shot parity; "
+                            "pipeline-consensus: pipeline with select.consensus_weight on")
     bench.add_argument("--capacity", action="store_true",
                        help="find the most cameras (paced loop://) sustained at --fps with "
                             "p95 latency <= --max-latency-ms")
