@@ -200,3 +200,26 @@ def test_consensus_improving_emits_once_confirmed_and_keeps_its_pool_bounded(
     assert sum(len(g) for g in got) == 1  # the centre settles: no resend of one photo
     held = sel._held[1]
     assert len(held.top) <= POOL and set(held.signature) == {c.frame_index for c in held.top}
+
+
+def test_consensus_turned_on_mid_track_ranks_the_crops_already_held(lfw_image: object) -> None:
+    """Hot reload: a track held under consensus_weight 0 keeps its pool; once the weight
+    is on, its crops get signatures and count towards the centre, and an odd crop that
+    led on quality alone loses at track end."""
+    crops = _photo_crops(lfw_image, "George_W_Bush", 7)
+    sel = selector(policy="track_end", top_k=3)
+    sel.offer(_real(1, 0, 70, np.roll(crops[0], 16, axis=1)), confirmed=True)  # odd, best
+    for i in (1, 2):
+        sel.offer(_real(1, i, 60, crops[i]), confirmed=True)
+    sel.reconfigure(SelectConfig(policy="track_end", top_k=1, consensus_weight=3.0))
+    assert sel.end(TrackEnd(1, True, 3))[0].candidate.frame_index == 0  # no crop since:
+    # no centre yet, so quality alone still ranks
+    sel.offer(_real(2, 0, 70, np.roll(crops[0], 16, axis=1)), confirmed=True)
+    sel.reconfigure(SelectConfig(policy="track_end", top_k=3))
+    for i in (1, 2):
+        sel.offer(_real(2, i, 60, crops[i]), confirmed=True)
+    sel.reconfigure(SelectConfig(policy="track_end", top_k=1, consensus_weight=3.0))
+    for i in (3, 4):
+        sel.offer(_real(2, i, 60, crops[i]), confirmed=True)
+    (em,) = sel.end(TrackEnd(2, True, 5))
+    assert em.candidate.frame_index != 0

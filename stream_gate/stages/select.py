@@ -98,6 +98,16 @@ class _Held:
     signature: dict[int, Signature] = field(default_factory=dict)  # of the pool's crops
 
 
+def _signature_of(held: _Held, cand: Candidate) -> Signature:
+    """The signature of a crop of ``held``'s pool; a crop held from before the consensus
+    was turned on (hot reload) gets one now, and counts towards the centre from now."""
+    sig = held.signature.get(cand.frame_index)
+    if sig is None:
+        sig = held.signature[cand.frame_index] = appearance_signature(cand.crop)
+        held.centre = sig.astype(np.float64) if held.centre is None else held.centre + sig
+    return sig
+
+
 class Selector:
     """Selection state of one stream. Feed candidates in frame order."""
 
@@ -130,7 +140,7 @@ class Selector:
         if self.cfg.size_weight:
             key += self.cfg.size_weight * float(log2_area(cand.box)[0])
         if self.cfg.consensus_weight and held is not None and held.centre is not None:
-            sig = held.signature[cand.frame_index]
+            sig = _signature_of(held, cand)
             key += self.cfg.consensus_weight * float(agreement(sig[None], held.centre)[0])
         return key
 
@@ -149,7 +159,7 @@ class Selector:
         if held.centre is None or len(held.top) < 2:
             held.top.sort(key=lambda c: -self.rank(c))
         else:  # the pool's agreements in one product (a rank() each costs 10x more)
-            agree = agreement(np.stack([held.signature[c.frame_index] for c in held.top]),
+            agree = agreement(np.stack([_signature_of(held, c) for c in held.top]),
                               held.centre)
             keys = [self.rank(c) + self.cfg.consensus_weight * float(a)
                     for c, a in zip(held.top, agree, strict=True)]
