@@ -91,8 +91,8 @@ def build_selector(cfg: SelectConfig, model: str, origin: Origin | None = None) 
 class _Held:
     first_t: float
     confirmed: bool = False
-    top: list[Candidate] = field(default_factory=list)  # best first; the pool when the
-    emitted: set[int] = field(default_factory=set)  # consensus is on; frames already sent
+    top: list[Candidate] = field(default_factory=list)  # best first (POOL with consensus)
+    emitted: set[int] = field(default_factory=set)  # frame indices of crops already sent
     last_emitted: float | None = None  # the rank (:meth:`Selector.rank`) of the best sent
     centre: npt.NDArray[np.float64] | None = None  # sum of every crop's signature
     signature: dict[int, Signature] = field(default_factory=dict)  # of the pool's crops
