@@ -68,9 +68,10 @@ def test_improving_holds_until_confirmed_then_sends_the_best_so_far() -> None:
 
 
 def test_below_min_quality_is_never_emitted() -> None:
-    sel = selector(policy="track_end", min_quality=60)
-    sel.offer(cand(1, 0, 59), confirmed=True)
-    assert sel.end(TrackEnd(1, True, 1)) == []
+    for consensus in (0.0, 3.0):  # with the consensus on it still counts for the centre
+        sel = selector(policy="track_end", min_quality=60, consensus_weight=consensus)
+        sel.offer(cand(1, 0, 59), confirmed=True)
+        assert sel.end(TrackEnd(1, True, 1)) == []
 
 
 def test_max_wait_emits_a_lingering_person_then_track_end_only_if_better() -> None:

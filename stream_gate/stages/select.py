@@ -99,8 +99,9 @@ class _Held:
 
 
 def _signature_of(held: _Held, cand: Candidate) -> Signature:
-    """The signature of a crop of ``held``'s pool; a crop held from before the consensus
-    was turned on (hot reload) gets one now, and counts towards the centre from now."""
+    """The signature of a crop of ``held``'s track, made (and added to the centre) the
+    first time it is asked for: on arrival, or, for a crop held from before the consensus
+    was turned on (hot reload), when it is first ranked."""
     sig = held.signature.get(cand.frame_index)
     if sig is None:
         sig = held.signature[cand.frame_index] = appearance_signature(cand.crop)
@@ -133,16 +134,25 @@ class Selector:
         return len(self._held)
 
     def rank(self, cand: Candidate, held: _Held | None = None) -> float:
-        """What one person's crops are ordered by: quality plus ``size_weight`` points
-        per doubling of the face box's area plus ``consensus_weight`` points per percent
-        of agreement with the track's crops so far (``held``; none: no consensus term)."""
-        key = cand.quality
+        """What one person's crops are ordered by (:meth:`_ranks`, for one crop)."""
+        return self._ranks([cand], held)[0]
+
+    def _ranks(self, cands: list[Candidate], held: _Held | None) -> list[float]:
+        """Quality plus ``size_weight`` points per doubling of the face box's area plus
+        ``consensus_weight`` points per percent of agreement with the track's crops so
+        far (``held``; none: no consensus term), for ``cands`` at once: the pool's
+        agreements in one product. Plain floats: with the consensus off this runs on
+        every crop for a pool of one or two."""
+        keys = [c.quality for c in cands]
         if self.cfg.size_weight:
-            key += self.cfg.size_weight * float(log2_area(cand.box)[0])
-        if self.cfg.consensus_weight and held is not None and held.centre is not None:
-            sig = _signature_of(held, cand)
-            key += self.cfg.consensus_weight * float(agreement(sig[None], held.centre)[0])
-        return key
+            keys = [k + self.cfg.size_weight * float(log2_area(c.box)[0])
+                    for k, c in zip(keys, cands, strict=True)]
+        if self.cfg.consensus_weight and held is not None and held.centre is not None \
+                and cands:
+            agree = agreement(np.stack([_signature_of(held, c) for c in cands]), held.centre)
+            keys = [k + self.cfg.consensus_weight * float(a)
+                    for k, a in zip(keys, agree, strict=True)]
+        return keys
 
     def offer(self, cand: Candidate, confirmed: bool) -> list[Emission]:
         """Consider one scored crop of a track matched in the current frame."""
@@ -151,20 +161,12 @@ class Selector:
         keep = self.cfg.top_k
         if self.cfg.consensus_weight:
             keep = max(keep, POOL)
-            sig = appearance_signature(cand.crop)
-            held.centre = sig.astype(np.float64) if held.centre is None else held.centre + sig
-            held.signature[cand.frame_index] = sig
+            _signature_of(held, cand)  # every crop counts towards the centre
         if cand.quality >= self.cfg.min_quality:
             held.top.append(cand)
-        if held.centre is None or len(held.top) < 2:
-            held.top.sort(key=lambda c: -self.rank(c))
-        else:  # the pool's agreements in one product (a rank() each costs 10x more)
-            agree = agreement(np.stack([_signature_of(held, c) for c in held.top]),
-                              held.centre)
-            keys = [self.rank(c) + self.cfg.consensus_weight * float(a)
-                    for c, a in zip(held.top, agree, strict=True)]
-            held.top = [held.top[i] for i in np.argsort(-np.array(keys), kind="stable")]
-        del held.top[keep:]
+        keys = self._ranks(held.top, held)
+        order = sorted(range(len(keys)), key=lambda i: -keys[i])  # stable: first on ties
+        held.top = [held.top[i] for i in order[:keep]]
         if held.signature:  # forget the signatures of crops that left the pool
             pool = {c.frame_index for c in held.top}
             held.signature = {f: s for f, s in held.signature.items() if f in pool}
