@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import tomllib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from stream_gate.geometry import group_by
 from trainer.data import IMAGE_SUFFIXES, name_hash
 
 SPLITS = ("dev", "test")
@@ -158,6 +159,11 @@ class ClipCrops:
     def __len__(self) -> int:
         return len(self.clip)
 
+    def track_rows(self, rows: Iterable[int] | None = None) -> dict[tuple[str, int], list[int]]:
+        """The rows (all, or ``rows``) of each track, keyed (clip, track id), in order."""
+        return group_by(range(len(self)) if rows is None else rows,
+                        lambda r: (self.clip[r], int(self.track[r])))
+
     def subset(self, keep: npt.NDArray[np.intp]) -> ClipCrops:
         return ClipCrops(self.crops[keep], [self.clip[i] for i in keep], self.track[keep],
                          self.t[keep], self.frame_index[keep], self.det_score[keep],
@@ -248,9 +254,7 @@ def name_tracks(items: ClipCrops, emb: npt.NDArray[np.float32],
     Returns the rows to keep: those of identity clips and of named tracks."""
     names = sorted(gallery)
     keep = np.array([bool(i) for i in items.identity])
-    tracks: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for row in np.flatnonzero(~keep):
-        tracks[(items.clip[row], int(items.track[row]))].append(int(row))
+    tracks = items.track_rows(int(r) for r in np.flatnonzero(~keep))
     if not names:
         return np.flatnonzero(keep)
     centres = np.stack([gallery[n] for n in names])
@@ -283,11 +287,8 @@ def segments(items: ClipCrops, segment_s: float = 1.5, min_crops: int = 2) -> li
     """Each track cut into consecutive windows of ``segment_s`` seconds from its first
     crop; windows with fewer than ``min_crops`` crops (where every selector must pick the
     same) are left out."""
-    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for r, (c, t) in enumerate(zip(items.clip, items.track, strict=True)):
-        groups[(c, int(t))].append(r)
     out: list[Segment] = []
-    for (clip, track), rows in sorted(groups.items()):
+    for (clip, track), rows in sorted(items.track_rows().items()):
         idx = np.array(rows)
         t0 = items.t[idx].min()
         window = np.floor((items.t[idx] - t0) / segment_s + 1e-9).astype(int)

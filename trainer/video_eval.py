@@ -203,11 +203,8 @@ def track_agreement(items: ClipCrops) -> Scores:
 
     sig = np.stack([appearance_signature(c) for c in items.crops]) if len(items) else \
         np.zeros((0, 1), np.float32)
-    tracks: dict[tuple[str, int], list[int]] = {}
-    for r, (c, t) in enumerate(zip(items.clip, items.track, strict=True)):
-        tracks.setdefault((c, int(t)), []).append(r)
     out: Scores = np.zeros(len(items))
-    for rows in tracks.values():
+    for rows in items.track_rows().values():
         out[rows] = agreement(sig[rows], sig[rows].sum(0))
     return out
 
