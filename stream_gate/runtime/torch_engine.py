@@ -111,6 +111,13 @@ def _resize(x: Tensor, roi: Tensor | None = None, scales: Tensor | None = None,
                          mode="nearest")
 
 
+def _clip(x: Tensor, lo: Tensor | None = None, hi: Tensor | None = None, **a: Any) -> Tensor:
+    """ONNX Clip: bounds as inputs (opset 11+) or attributes (opset 6); ReLU6 in MobileNets."""
+    low = float(lo) if lo is not None else a.get("min")
+    high = float(hi) if hi is not None else a.get("max")
+    return x.clamp(min=low, max=high)
+
+
 def _shape(x: Tensor, **_: Any) -> Tensor:
     return torch.tensor(list(x.shape), dtype=torch.int64)
 
@@ -137,6 +144,7 @@ OPS: dict[str, Callable[..., Tensor]] = {
     "BatchNormalization": _batch_norm,
     "Relu": lambda x, **_: F.relu(x),
     "Sigmoid": lambda x, **_: torch.sigmoid(x),
+    "Clip": _clip,
     "PRelu": _prelu,
     "Add": lambda a, b, **_: a + b,
     "MatMul": lambda a, b, **_: a @ b,
