@@ -71,7 +71,9 @@ def test_rewrite_applies_only_where_it_is_exact() -> None:
         "per-channel slopes in [0, 1)": (np.array([0.0, 0.1, 0.5, 0.9]).reshape(4, 1, 1), False, 1),
         "one shared slope": (np.array([0.25]), False, 1),
         "a slope of 1.5 (1 - a < 0)": (np.array([0.2, 1.5, 0.2, 0.2]).reshape(4, 1, 1), False, 0),
-        "a negative slope": (np.array([-0.1]), False, 0),
+        "a negative slope (1 - a > 1: still exact)": (np.array([-0.1]), False, 1),
+        "per-channel slopes, some negative": (np.array([-0.7, 0.1, 0.5, 0.9]).reshape(4, 1, 1),
+                                              False, 1),
         "slopes along the width, not the channels": (np.full(8, 0.2), False, 0),
         "the conv output is read elsewhere too": (np.array([0.25]), True, 0),
     }

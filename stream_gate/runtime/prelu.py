@@ -4,15 +4,15 @@ onnxruntime (1.17-1.32) runs PRelu with a per-channel slope as a generic broadca
 outside its blocked (NCHWc) convolution layout, reordering the tensor out of and back
 into that layout around it: on the quality model (MobileFaceNet, 17 PRelu) that is
 about 80 % of the CPU time, the convolutions themselves under 20 %. For a slope
-0 <= a < 1 and y = Conv(x; W, b), with the slope applied per output channel:
+a < 1 (negative ones too) and y = Conv(x; W, b), with the slope applied per output channel:
 
     PRelu(y) = a*y + (1 - a)*max(y, 0) = Conv(x; a*W, a*b) + Relu(Conv(x; (1-a)*W, (1-a)*b))
 
 because max((1-a)*y, 0) = (1-a)*max(y, 0) when 1 - a > 0. Both convolutions read the
 same input; onnxruntime fuses the Relu into one and the Add into the other, so the
 whole activation runs inside its convolution kernels. Exact up to float rounding.
-Convs whose output feeds anything besides the PRelu, and slopes outside [0, 1), are
-left as they are.
+Convs whose output feeds anything besides the PRelu, and layers with a slope of 1 or
+more (1 - a <= 0: the Relu term would need a minus sign), are left as they are.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def split_prelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         # a plain [C] would broadcast along the width, not the channels).
         per_channel = slope.shape in ((w.shape[0], 1, 1), (1, w.shape[0], 1, 1))
         if w.ndim != 4 or not (slope.size == 1 or per_channel) \
-                or slope.min() < 0 or slope.max() >= 1:
+                or slope.max() >= 1:
             continue
         a = np.broadcast_to(slope.reshape(-1), (w.shape[0],)).astype(np.float32)
         b = numpy_helper.to_array(init[conv.input[2]]).astype(np.float32) \
