@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -419,3 +420,91 @@ def test_pair_oracle_is_the_floor_of_every_ordering() -> None:
     floor = pauc(edc(genuine, genuine, thr=0.4))
     for _ in range(20):
         assert pauc(edc(genuine, rng.random(400), thr=0.4)) >= floor - 1e-12
+
+
+def test_signature_pack_keeps_the_crops_and_the_stream_mixes_both_sets(face: np.ndarray
+                                                                      ) -> None:
+    """`signature-data`'s JPEG pack gives the crops back (quality 95: a grey level or two),
+    and the training stream draws the video crops at their share, degraded or mirrored."""
+    from trainer.signature import OnlineCrops, Pack
+
+    lfw = [face, cv2.GaussianBlur(face, (0, 0), 2)]
+    video = [np.ascontiguousarray(face[:, ::-1])]
+    pack = Pack.of(lfw + video, [False, False, True])
+    for i, c in enumerate(lfw + video):
+        assert np.abs(pack.crop(i).astype(int) - c).mean() < 2.0
+    drawn = list(itertools.islice(iter(OnlineCrops(pack, real_share=0.25, seed=0)), 400))
+    assert all(d.shape == (112, 112, 3) and d.dtype == torch.uint8 for d in drawn)
+    # The one video crop faces the other way: count the draws nearer to it.
+    near_video = sum(
+        np.abs(d.numpy().astype(int) - video[0]).mean()
+        < np.abs(d.numpy().astype(int) - face).mean() for d in drawn)
+    assert 0.12 < near_video / len(drawn) < 0.6  # 25 % video, half of all draws mirrored
+    changed = sum(not np.array_equal(d.numpy(), pack.crop(0)) for d in drawn)
+    assert changed > 0.5 * len(drawn)  # 30 % stay clean, and half of those are mirrored
+
+
+def test_signature_student_rides_as_the_quality_model_s_second_output(tmp_path: Path) -> None:
+    """signature-data -> signature (2 steps on the CPU) -> export-v2: one ONNX file whose
+    `cr` is the shipped model's to the bit and whose second output is the student's; the
+    manifest names it; `stream-gate score` and the video pipeline (consensus on) carry it
+    to the selector."""
+    from stream_gate.cli import main as sg_main
+    from stream_gate.config import load_settings
+    from stream_gate.pipeline.graph import build_pipeline
+    from stream_gate.stages.align_score.learned import manifest_path
+    from trainer.__main__ import main as trainer_main
+
+    root = SHARED / "lfw" / "images"
+    teacher = SHARED / "models" / "mobilefacenet_128d.onnx"
+    clip = SHARED / "media" / "liveportrait_d0.mp4"
+    for p in (root, teacher, clip):
+        if not p.exists():
+            pytest.skip(f"{p} is absent: tests that need ../shared/data skip without it")
+    images = tmp_path / "images"
+    people = [p for p in sorted(root.iterdir()) if len(list(p.glob("*.jpg"))) >= 3][:6]
+    for person in people:
+        (images / person.name).mkdir(parents=True)
+        for src in sorted(person.glob("*.jpg"))[:3]:
+            (images / person.name / src.name).symlink_to(src)
+    prepared, sig, models = tmp_path / "prep", tmp_path / "sig", tmp_path / "models"
+    assert trainer_main(["prepare", "--images", str(images), "--out", str(prepared),
+                         "--val-fraction", "0.5"]) == 0
+    assert trainer_main(["signature-data", "--prepared", str(prepared), "--real", "none",
+                         "--out", str(sig / "pack.npz")]) == 0
+    assert trainer_main(["signature", "--pack", str(sig / "pack.npz"), "--teacher",
+                         str(teacher), "--out", str(sig), "--students", "s", "--batch", "4",
+                         "--max-steps", "2", "--workers", "0", "--device", "cpu"]) == 0
+    summary = json.loads((sig / "signature.json").read_text())
+    assert summary["steps"] == 2 and summary["crops"]["video"] == 0
+    assert trainer_main(["export-v2", "--student", str(sig / "signature-s.pt"), "--prepared",
+                         str(prepared), "--out", str(models), "--name", "tiny-v2"]) == 0
+    meta = json.loads((models / "tiny-v2.json").read_text())
+    v1 = json.loads(manifest_path("cr-fiqa-s").read_text())
+    assert meta["version"] == "2" and meta["signature"]["dim"] == 128
+    assert meta["calibration"] == v1["calibration"]
+    assert meta["export"]["cr_max_abs_diff_vs_quality_model"] == 0.0
+    assert meta["signature"]["parity_max_abs_diff_vs_torch"] < 1e-4
+    assert meta["parameters"] <= 1_500_000 and meta["multiply_adds"] <= 100_000_000
+
+    crops = np.load(prepared / "crops.npy")[:5]
+    marks = [np.zeros((5, 2), np.float32)] * 5
+    got = CrFiqaScorer.load(str(models / "tiny-v2.json")).score(list(crops), marks)
+    ref = CrFiqaScorer.load("cr-fiqa-s").score(list(crops), marks)
+    assert np.array_equal(got.quality, ref.quality) and ref.signature is None
+    assert got.signature is not None and got.signature.shape == (5, 128)
+
+    cfg = tmp_path / "v2.toml"
+    cfg.write_text(f'[score]\nmodel = "{models / "tiny-v2.json"}"\n'
+                   '[select]\nconsensus_weight = 3.0\npolicy = "track_end"\n')
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert sg_main(["score", "--json", "--config", str(cfg),
+                        str(next((images / people[0].name).glob("*.jpg")))]) == 0
+    faces = json.loads(buf.getvalue().splitlines()[0])["faces"]
+    assert faces and all(0 <= f["quality"] <= 100 for f in faces)
+    settings = load_settings(cfg, {"streams": [{"id": "d0", "url": str(clip), "fps": 5}]})
+    report = build_pipeline(settings, collect=True).run(duration=60)
+    assert report.emissions and {e.model for e in report.emissions} == {"tiny-v2@2"}
+    assert all(e.candidate.signature is not None and e.candidate.signature.shape == (128,)
+               for e in report.emissions)

@@ -102,6 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--name", default="cr-fiqa-s")
     ex.add_argument("--version", default="1")
 
+    e2 = sub.add_parser("export-v2", help="a quality model with a signature student as its "
+                        "second output (ONNX, parity, manifest)")
+    e2.add_argument("--quality", type=Path, default=Path("stream_gate/models/cr-fiqa-s.json"),
+                    help="the quality model's manifest (its cr output and calibration)")
+    e2.add_argument("--student", type=Path, default=Path("work/signature/signature-m.pt"))
+    e2.add_argument("--prepared", type=Path, default=Path("work/lfw"))
+    e2.add_argument("--out", type=Path, default=Path("stream_gate/models"))
+    e2.add_argument("--name", default="cr-fiqa-s-v2")
+    e2.add_argument("--version", default="2")
     ev = sub.add_parser("evaluate", help="EDC / pAUC against baselines on held-out identities")
     ev.add_argument("--prepared", type=Path, default=Path("work/lfw"))
     _judges(ev)
@@ -144,6 +153,26 @@ def main(argv: list[str] | None = None) -> int:
                     help="prepared LFW folder: its training identities are negatives")
     rd.add_argument("--teacher", type=Path, default=TEACHER)
     rd.add_argument("--out", type=Path, default=Path("work/real"))
+    sd = sub.add_parser("signature-data", help="pack LFW training crops and the real set's "
+                        "crops (JPEG) for `signature`, small enough to carry to a GPU")
+    sd.add_argument("--prepared", type=Path, default=Path("work/lfw"))
+    sd.add_argument("--real", type=Path, default=Path("work/real-train"),
+                    help="a `real-data` folder (train clips only); 'none' for LFW alone")
+    sd.add_argument("--out", type=Path, default=Path("work/signature/pack.npz"))
+    sg = sub.add_parser("signature", help="train signature students of the teacher's "
+                        "embedding (the consensus signature of cr-fiqa-s v2)")
+    sg.add_argument("--pack", type=Path, default=Path("work/signature/pack.npz"))
+    sg.add_argument("--teacher", type=Path, default=TEACHER)
+    sg.add_argument("--out", type=Path, default=Path("work/signature"))
+    sg.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget")
+    sg.add_argument("--students", default="s,m", help="widths to train side by side: "
+                    "s (v1's size), m")
+    sg.add_argument("--batch", type=int, default=256)
+    sg.add_argument("--lr", type=float, default=2e-3)
+    sg.add_argument("--real-share", type=float, default=0.25)
+    sg.add_argument("--workers", type=int, default=2, help="degradation worker processes")
+    sg.add_argument("--device", default="auto")
+    sg.add_argument("--max-steps", type=int, default=None)
     qd = sub.add_parser("quantize-detector", help="int8 CenterFace, calibrated and checked")
     qd.add_argument("--media", type=Path, default=SHARED / "media")
     qd.add_argument("--out", type=Path, default=Path("stream_gate/models/centerface-int8.onnx"))
@@ -175,6 +204,23 @@ def main(argv: list[str] | None = None) -> int:
                        args.size_weight, args.consensus_weight)
         return 0
 
+    if args.cmd == "signature-data":
+        from trainer.signature import build_pack
+
+        pack = build_pack(args.prepared, None if str(args.real) == "none" else args.real)
+        pack.save(args.out)
+        print(f"{len(pack)} crops ({int(pack.real.sum())} from video) in {args.out}, "
+              f"{args.out.stat().st_size / 2**20:.1f} MiB")
+        return 0
+    if args.cmd == "signature":
+        from trainer.signature import Pack, train_signature
+
+        summary = train_signature(Pack.load(args.pack), args.teacher, args.out, args.minutes,
+                                  tuple(args.students.split(",")), args.batch, args.lr,
+                                  args.real_share, args.workers, args.device,
+                                  max_steps=args.max_steps)
+        print(json.dumps(summary, indent=1))
+        return 0
     if args.cmd == "prepare":
         from trainer.data import prepare
 
@@ -218,6 +264,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(export(args.checkpoint, args.data, args.teacher, args.out,
                                 args.name, args.version), indent=1))
+    elif args.cmd == "export-v2":
+        from trainer.export import export_v2
+
+        print(json.dumps(export_v2(args.quality, args.student, args.prepared, args.out,
+                                   args.name, args.version), indent=1))
     elif args.cmd == "quantize-detector":
         from trainer.quantize import build
 

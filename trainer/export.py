@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import onnx
+import onnx.compose
 import torch
 
 from stream_gate.runtime.ort import OrtModel
@@ -161,3 +163,94 @@ def export(checkpoint: Path, data: Path, teacher_path: Path, out: Path, name: st
     return {"onnx": str(onnx_path), "bytes": len(blob), "parity_max_abs_diff": parity,
             "threshold": thr, "success_rate": float(success.mean()),
             "parameters": manifest["parameters"], "multiply_adds": manifest["multiply_adds"]}
+
+
+def merge_signature(quality: onnx.ModelProto, signature: onnx.ModelProto) -> onnx.ModelProto:
+    """One graph, one input, two outputs: the quality model's ``cr`` untouched and the
+    signature student's ``signature`` (its names prefixed so they cannot clash)."""
+    q_in = [i.name for i in quality.graph.input]
+    s_in = [i.name for i in signature.graph.input]
+    if len(q_in) != 1 or s_in != q_in or len(quality.graph.output) != 1:
+        raise ValueError(f"expected one shared input and one quality output, got {q_in}, "
+                         f"{s_in}, {[o.name for o in quality.graph.output]}")
+    sig = onnx.compose.add_prefix_graph(signature.graph, "signature/", rename_inputs=False,
+                                        rename_outputs=False)
+    graph = onnx.helper.make_graph(
+        list(quality.graph.node) + list(sig.node), "cr-fiqa-with-signature",
+        list(quality.graph.input), list(quality.graph.output) + list(sig.output),
+        list(quality.graph.initializer) + list(sig.initializer))
+    merged = onnx.helper.make_model(graph, opset_imports=list(quality.opset_import),
+                                    producer_name="stream-gate trainer")
+    merged.ir_version = quality.ir_version
+    onnx.checker.check_model(merged)
+    return merged
+
+
+def export_v2(quality_manifest: Path, student: Path, prepared: Path, out: Path, name: str,
+              version: str) -> dict[str, Any]:
+    """The quality model of ``quality_manifest`` with a signature student (``python -m
+    trainer signature``) as its second output: ONNX, parity checks, manifest. The
+    ``cr`` output and the calibration are the quality model's, unchanged."""
+    from stream_gate.stages.align_score.learned import Manifest, to_model_input
+    from trainer.data import load_prepared
+    from trainer.signature import load_student
+
+    base = Manifest.load(quality_manifest)
+    quality = onnx.load(str(base.file))
+    net = load_student(student)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f"{name}.signature-only.onnx"
+    torch.onnx.export(net, (torch.zeros(2, 3, 112, 112),), str(tmp), input_names=["input"],
+                      output_names=["signature"],
+                      dynamic_axes={"input": {0: "B"}, "signature": {0: "B"}},
+                      opset_version=17, dynamo=False)
+    merged = merge_signature(quality, onnx.load(str(tmp)))
+    tmp.unlink()
+    onnx_path = out / f"{name}.onnx"
+    onnx.save(merged, str(onnx_path))
+    blob = onnx_path.read_bytes()
+
+    crops, samples = load_prepared(prepared)
+    pick = [s.index for s in samples if s.split == "val"][:512]
+    x = to_model_input(np.asarray(crops[pick]), base.mean, base.std)
+    got = OrtModel(blob, name).infer(x)
+    cr_v1 = np.asarray(OrtModel(base.file.read_bytes(), "v1").infer(x)[0]).reshape(-1)
+    with torch.no_grad():
+        sig_torch = net(torch.from_numpy(x)).numpy()
+    cr_diff = float(np.abs(np.asarray(got[0]).reshape(-1) - cr_v1).max())
+    sig_diff = float(np.abs(np.asarray(got[1]) - sig_torch).max())
+    if cr_diff > 1e-5:
+        raise SystemExit(f"the merged model's cr differs from the quality model's by {cr_diff}")
+
+    summary_path = student.parent / "signature.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    n_sig = int(sum(p.numel() for p in net.parameters()))
+    manifest = dict(base.raw)
+    manifest.update({
+        "name": name, "version": version, "file": onnx_path.name,
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "architecture": f"{base.raw.get('architecture')} + signature mobilefacenet-s "
+                        f"{'x'.join(str(w) for w in net.width)}",
+        "parameters": int(base.raw.get("parameters", 0)) + n_sig,
+        "multiply_adds": int(base.raw.get("multiply_adds", 0)) + int(count_macs(net)),
+        "signature": {
+            "name": "signature", "index": 1, "dim": int(net.emb_dim),
+            "meaning": "a student of the teacher's embedding (unnormalised): the track "
+                       "consensus compares crops of one person with it "
+                       "(select.consensus_weight)",
+            "teacher": summary.get("teacher"),
+            "training": {k: summary.get(k) for k in
+                         ("device", "steps", "batch", "samples", "wall_s", "lr",
+                          "real_share", "crops")},
+            "student": {"width": [int(w) for w in net.width], "parameters": n_sig},
+            "command": "python -m trainer signature-data && python -m trainer signature "
+                       "&& python -m trainer export-v2",
+            "parity_max_abs_diff_vs_torch": sig_diff,
+        },
+        "export": {**base.raw.get("export", {}), "merged_from": base.file.name,
+                   "cr_max_abs_diff_vs_quality_model": cr_diff},
+    })
+    (out / f"{name}.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return {"onnx": str(onnx_path), "bytes": len(blob), "cr_diff": cr_diff,
+            "signature_parity": sig_diff, "parameters": manifest["parameters"],
+            "multiply_adds": manifest["multiply_adds"]}

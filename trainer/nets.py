@@ -58,6 +58,7 @@ class MobileFaceNetS(nn.Module):
         self.fc = nn.Linear(2 * c3, emb_dim, bias=False)
         self.bn = nn.BatchNorm1d(emb_dim)
         self.emb_dim = emb_dim
+        self.width = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.expand(self.blocks(self.stem(x)))
