@@ -120,10 +120,13 @@ class TrackStep:
 
 @dataclass(frozen=True, slots=True)
 class Scores:
-    """Scores of a batch: ``raw`` as the model gives it, ``quality`` calibrated to 0–100."""
+    """Scores of a batch: ``raw`` as the model gives it, ``quality`` calibrated to 0–100;
+    ``signature`` (N×D) where the quality model has a second output, an appearance
+    embedding the selector compares one person's crops with (cr-fiqa-s v2)."""
 
     raw: FloatArray
     quality: FloatArray
+    signature: FloatArray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +145,7 @@ class Candidate:
     crop: ImageBGR
     quality: float
     quality_raw: float
+    signature: FloatArray | None = None  # the quality model's appearance embedding, if any
 
 
 @dataclass(frozen=True, slots=True)

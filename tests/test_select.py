@@ -172,6 +172,29 @@ def test_consensus_prefers_a_typical_crop_to_an_odd_one_that_scores_higher(
                 assert em.candidate.quality == 60  # the entry carries the model's score
 
 
+def test_consensus_uses_the_quality_model_s_signature_when_it_gives_one() -> None:
+    """With cr-fiqa-s v2 each crop carries the model's appearance embedding, and the
+    consensus compares those instead of the crops' edges: here every crop is the same
+    picture (its edges cannot tell them apart), but the one scoring 70 has an embedding
+    unlike the rest, so with the consensus on it loses; without embeddings it wins."""
+    rng = np.random.default_rng(0)
+    typical = rng.normal(size=128).astype(np.float32)
+    sigs = [typical + 0.3 * rng.normal(size=128).astype(np.float32) for _ in range(6)]
+    odd = rng.normal(size=128).astype(np.float32)
+    for with_model, sent in ((False, 6), (True, None)):
+        sel = selector(policy="track_end", consensus_weight=3.0)
+        for i, sig in enumerate(sigs):
+            c = cand(1, i, 60)
+            sel.offer(dataclasses.replace(c, signature=sig if with_model else None), True)
+        c = cand(1, 6, 70)
+        sel.offer(dataclasses.replace(c, signature=odd if with_model else None), True)
+        (em,) = sel.end(TrackEnd(1, True, 7))
+        if sent is not None:
+            assert em.candidate.frame_index == sent
+        else:
+            assert em.candidate.frame_index != 6 and em.candidate.quality == 60
+
+
 def test_consensus_ranks_against_the_whole_track_at_its_end(lfw_image: object) -> None:
     """The first crop held is the best of the track so far; later crops of the person move
     the centre, and at track end the pool is ranked against all of them. More crops than

@@ -33,6 +33,7 @@ import numpy.typing as npt
 
 from stream_gate.stages.align_score.heuristic import HeuristicScorer, sharpness
 from stream_gate.stages.align_score.learned import CrFiqaScorer
+from stream_gate.types import Scores
 from trainer.data import Sample, load_prepared
 from trainer.degrade import FAMILIES, random_degradation
 from trainer.distill import EVAL_SEED_OFFSET, HARD_SEED_OFFSET, holdout_of, loo_certainty_ratio
@@ -64,15 +65,30 @@ def pauc(curve: npt.NDArray[np.float64], upto: float = 0.3) -> float:
     return area / (upto * curve[0]) if curve[0] > 0 else float("nan")
 
 
+def model_scores(model: str, crops: npt.NDArray[np.uint8],
+                 landmarks: Sequence[npt.NDArray[np.float32]] | npt.NDArray[np.float32]
+                 ) -> tuple[str, Scores]:
+    """(name@version, the Scores of every crop: quality, raw, signature if the model has
+    one) of a shipped model name or a manifest path, in batches of 256."""
+    scorer = CrFiqaScorer.load(model)
+    parts = [scorer.score(list(crops[s : s + 256]), list(landmarks[s : s + 256]))
+             for s in range(0, len(crops), 256)]
+    if not parts:
+        parts = [scorer.score([], [])]
+    sigs = [p.signature for p in parts if p.signature is not None]
+    return scorer.name, Scores(
+        raw=np.concatenate([p.raw for p in parts]),
+        quality=np.concatenate([p.quality for p in parts]),
+        signature=np.concatenate(sigs) if len(sigs) == len(parts) else None)
+
+
 def model_quality(model: str, crops: npt.NDArray[np.uint8],
                   landmarks: Sequence[npt.NDArray[np.float32]] | npt.NDArray[np.float32]
                   ) -> tuple[str, npt.NDArray[np.float32]]:
     """(name@version, calibrated quality of every crop) of a shipped model name or a
-    manifest path, in batches of 256 (both benchmarks)."""
-    scorer = CrFiqaScorer.load(model)
-    q = [scorer.score(list(crops[s : s + 256]), list(landmarks[s : s + 256])).quality
-         for s in range(0, len(crops), 256)]
-    return scorer.name, np.concatenate(q) if q else np.zeros(0, np.float32)
+    manifest path (both benchmarks)."""
+    name, s = model_scores(model, crops, landmarks)
+    return name, s.quality
 
 
 def laplacian(crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:

@@ -195,14 +195,20 @@ def size_fused(quality: Scores, items: ClipCrops, weight: float) -> Scores:
     return out
 
 
-def track_agreement(items: ClipCrops) -> Scores:
+def track_agreement(items: ClipCrops,
+                    embeddings: npt.NDArray[np.float32] | None = None) -> Scores:
     """Each crop's agreement (percent) with every crop of its track, as
     ``select.consensus_weight`` ranks it when a track ends (policy ``track_end``), with
-    the product's own functions."""
-    from stream_gate.stages.select import agreement, appearance_signature
+    the product's own functions: on the crops' edges, or on ``embeddings`` (N×D), a
+    quality model's signature output."""
+    from stream_gate.stages.select import agreement, appearance_signature, unit_signature
 
-    sig = np.stack([appearance_signature(c) for c in items.crops]) if len(items) else \
-        np.zeros((0, 1), np.float32)
+    if embeddings is not None:
+        sig = np.stack([unit_signature(e) for e in embeddings]) if len(items) else \
+            np.zeros((0, 1), np.float32)
+    else:
+        sig = np.stack([appearance_signature(c) for c in items.crops]) if len(items) else \
+            np.zeros((0, 1), np.float32)
     out: Scores = np.zeros(len(items))
     for rows in items.track_rows().values():
         out[rows] = agreement(sig[rows], sig[rows].sum(0))
@@ -344,7 +350,7 @@ def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_
     ``consensus_weights``: with the crop's agreement with its track
     (:func:`track_agreement`)."""
     from stream_gate.log import setup_logging
-    from trainer.evaluate import model_quality
+    from trainer.evaluate import model_scores
     from trainer.recognisers import DlibRecogniser, OnnxRecogniser, cached_embed
 
     setup_logging("warning")
@@ -375,13 +381,15 @@ def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_
     scores: dict[str, Scores] = {}
     baselines = baseline_scores(items)
     for m in models:
-        name, q = model_quality(m, items.crops, items.landmarks)
-        scores[name] = q.astype(np.float64)
+        name, s = model_scores(m, items.crops, items.landmarks)
+        scores[name] = s.quality.astype(np.float64)
         for w in size_weights:
             scores[f"{name} + {w:g}/2x area"] = size_fused(scores[name], items, w)
+        # The model's own signature where it has one (v2), else the edges, as the product.
+        agree = (baselines["track consensus"] if s.signature is None
+                 else track_agreement(items, s.signature))
         for w in consensus_weights:
-            scores[f"{name} + {w:g}x consensus"] = \
-                scores[name] + w * baselines["track consensus"]
+            scores[f"{name} + {w:g}x consensus"] = scores[name] + w * agree
     scores.update(baselines)
     report = run_benchmark(items, scores, embs, segment_s, out, halves)
     summary = {"clip_list": str(clip_list), "fps": fps, "segment_s": segment_s,

@@ -206,7 +206,9 @@ class Pipeline:
                 pts=frame.pts, t=frame.t, wall_ms=frame.wall_ms, box=face.box,
                 landmarks=face.landmarks, det_score=face.score, crop=scored.crops[n],
                 quality=float(scored.scores.quality[n]),
-                quality_raw=float(scored.scores.raw[n]))
+                quality_raw=float(scored.scores.raw[n]),
+                signature=(None if scored.scores.signature is None
+                           else scored.scores.signature[n]))
             for ob in self.observers:
                 ob.on_scored(cand)
             out += st.selector.offer(cand, face.confirmed)

@@ -17,12 +17,14 @@ crop (both 0 by default: quality alone; docs/decisions/003):
 - ``size_weight`` points per doubling of the face box's area: the 112-px crop hides how
   many pixels the face had;
 - ``consensus_weight`` points per percent of the crop's *agreement with the person's
-  other crops*: the cosine between its :func:`appearance_signature` and the mean
-  signature of every crop of the track so far. This is CR-FIQA's class-centre proximity
-  measured instead of predicted: the gate knows the track, so it knows the person's
-  centre. A crop unlike the rest (turned away, blurred, occluded, misaligned, a brief
-  track switch) ranks low; on real video it picks the crop the recogniser matches best
-  far more often than the quality model alone.
+  other crops*: the cosine between its signature (:func:`crop_signature`: the quality
+  model's appearance embedding where it has one, as cr-fiqa-s v2 does, else the free
+  :func:`appearance_signature`) and the mean signature of every crop of the track so
+  far. This is CR-FIQA's class-centre proximity measured instead of predicted: the gate
+  knows the track, so it knows the person's centre. A crop unlike the rest (turned
+  away, blurred, occluded, misaligned, a brief track switch) ranks low; on real video
+  it picks the crop the recogniser matches best far more often than the quality model
+  alone.
 With the consensus on, the centre moves as crops arrive, so each track keeps a small
 pool of candidates (:data:`POOL`, at least ``top_k``), ranked anew on every crop;
 ``track_end`` ranks them against the whole track. ``improve_delta`` compares ranks as
@@ -65,6 +67,23 @@ def appearance_signature(crop: ImageBGR) -> Signature:
     return out
 
 
+def unit_signature(embedding: npt.NDArray[np.floating]) -> Signature:
+    """A model's appearance embedding as a signature: flat, unit length (float32)."""
+    sig = np.asarray(embedding, np.float32).ravel()
+    norm = float(np.linalg.norm(sig))
+    out: Signature = sig / norm if norm > 0 else sig
+    return out
+
+
+def crop_signature(cand: Candidate) -> Signature:
+    """The signature the consensus compares: the quality model's embedding of the crop
+    when it gives one (a student of a recogniser, far closer to how the recogniser sees
+    the face), else the crop's edges."""
+    if cand.signature is not None:
+        return unit_signature(cand.signature)
+    return appearance_signature(cand.crop)
+
+
 def agreement(signatures: npt.NDArray[np.floating], centre: npt.NDArray[np.floating]
               ) -> npt.NDArray[np.float64]:
     """Cosine between each signature (rows) and the direction of ``centre`` (the sum or
@@ -104,7 +123,7 @@ def _signature_of(held: _Held, cand: Candidate) -> Signature:
     was turned on (hot reload), when it is first ranked."""
     sig = held.signature.get(cand.frame_index)
     if sig is None:
-        sig = held.signature[cand.frame_index] = appearance_signature(cand.crop)
+        sig = held.signature[cand.frame_index] = crop_signature(cand)
         held.centre = sig.astype(np.float64) if held.centre is None else held.centre + sig
     return sig
 

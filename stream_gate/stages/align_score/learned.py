@@ -189,6 +189,7 @@ class Manifest:
     calibration: Calibration
     raw: dict[str, Any]
     guidance: Guidance = Guidance()  # input planes beside RGB (version 2 models)
+    signature_dim: int | None = None  # a second output: the appearance signature (v2)
 
     @property
     def channels(self) -> int:
@@ -219,6 +220,8 @@ class Manifest:
                                         tuple(data["calibration"]["quality"])),
                 raw=data,
                 guidance=Guidance(None if guide is None else float(guide["sigma_px"]), sized),
+                signature_dim=(None if data.get("signature") is None
+                               else int(data["signature"]["dim"])),
             )
             if m.channels != int(data["input"].get("channels", m.channels)):
                 raise ValueError(f"input.channels {data['input']['channels']} but the "
@@ -252,10 +255,29 @@ def load_quality_model(model: str) -> tuple[Manifest, bytes]:
     return m, blob
 
 
+def check_outputs(manifest: Manifest, output_names: Sequence[str]) -> None:
+    """Fail at start-up when the model file lacks an output its manifest names."""
+    wanted = 1 if manifest.signature_dim is None else 2
+    if len(output_names) < wanted:
+        raise ModelError(f"{manifest.file}: the manifest names {wanted} outputs (cr"
+                         f"{', signature' if wanted == 2 else ''}), the model has "
+                         f"{list(output_names)}")
+
+
+def split_outputs(manifest: Manifest, outputs: Sequence[npt.NDArray[np.float32]]) -> Scores:
+    """The model's outputs as Scores: calibrated quality, and the signature if it has one."""
+    raw = np.asarray(outputs[0], np.float32).reshape(-1)
+    sig = None
+    if manifest.signature_dim is not None:
+        sig = np.asarray(outputs[1], np.float32).reshape(len(raw), manifest.signature_dim)
+    return Scores(raw=raw, quality=manifest.calibration(raw), signature=sig)
+
+
 class CrFiqaScorer:
     """Scores aligned crops with the learned model; ``raw`` is the predicted CR."""
 
     def __init__(self, manifest: Manifest, model: Model) -> None:
+        check_outputs(manifest, model.output_names)
         self.manifest = manifest
         self.model = model
         self.name = f"{manifest.name}@{manifest.version}"
@@ -271,8 +293,8 @@ class CrFiqaScorer:
 
     def score(self, crops: Sequence[ImageBGR], landmarks: Sequence[FloatArray]) -> Scores:
         if len(crops) == 0:
-            empty = np.zeros((0,), np.float32)
-            return Scores(raw=empty, quality=empty)
-        raw = self.model.infer(self.manifest.inputs(crops, landmarks))[0]
-        raw = np.asarray(raw, np.float32).reshape(-1)
-        return Scores(raw=raw, quality=self.manifest.calibration(raw))
+            return split_outputs(self.manifest, [
+                np.zeros((0,), np.float32), np.zeros((0, self.manifest.signature_dim or 0),
+                                                     np.float32)])
+        return split_outputs(self.manifest,
+                             self.model.infer(self.manifest.inputs(crops, landmarks)))

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from stream_gate.runtime import DeviceModel
 from stream_gate.runtime.cuda_graphs import MAX_BATCH
 from stream_gate.runtime.torch_ops import by_shape
-from stream_gate.stages.align_score.learned import CrFiqaScorer, normalisation
+from stream_gate.stages.align_score.learned import CrFiqaScorer, normalisation, split_outputs
 from stream_gate.stages.align_score.scored import Face, QualityScorer, ScoredCrops
 from stream_gate.stages.align_score.template import ARCFACE_TEMPLATE, CROP_SIZE, umeyama
 from stream_gate.types import FloatArray, FrameBatch, Scores
@@ -132,5 +132,4 @@ class DeviceLearnedAlignScore(DeviceAlignScore):
         planes = m.guidance.planes(landmarks)  # landmark map, size: small, made on the host
         if planes is not None:
             x = torch.cat([x, torch.from_numpy(planes).to(x.device, x.dtype)], dim=1)
-        raw = self.model.infer_tensor(x)[0].reshape(-1).cpu().numpy().astype(np.float32)
-        return Scores(raw=raw, quality=m.calibration(raw))
+        return split_outputs(m, [o.float().cpu().numpy() for o in self.model.infer_tensor(x)])
