@@ -15,6 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the trainer needs the `train` extra (torch)")
 
+from stream_gate.pipeline.observe import RunReport  # noqa: E402
 from stream_gate.stages.align_score.heuristic import sharpness  # noqa: E402
 from stream_gate.stages.align_score.learned import CrFiqaScorer, to_model_input  # noqa: E402
 from trainer.cr import certainty_ratio, identity_centres  # noqa: E402
@@ -42,6 +43,41 @@ def face(lfw_image: Callable[..., Path]) -> np.ndarray:
     img = cv2.imread(str(lfw_image()))
     det = build_host_detector(DetectConfig(), precise=True).detect_images([img])[0]
     return align_face(img, det.landmarks[int(np.argmax(det.scores))])[0]
+
+
+def _six_people(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Six LFW people, three photos each, linked under ``tmp_path/images``; with the
+    teacher and a talking-head clip (skips where ../shared/data is absent)."""
+    root = SHARED / "lfw" / "images"
+    teacher = SHARED / "models" / "mobilefacenet_128d.onnx"
+    clip = SHARED / "media" / "liveportrait_d0.mp4"
+    for p in (root, teacher, clip):
+        if not p.exists():
+            pytest.skip(f"{p} is absent: tests that need ../shared/data skip without it")
+    images = tmp_path / "images"
+    people = [p for p in sorted(root.iterdir()) if len(list(p.glob("*.jpg"))) >= 3][:6]
+    for person in people:
+        (images / person.name).mkdir(parents=True)
+        for src in sorted(person.glob("*.jpg"))[:3]:
+            (images / person.name / src.name).symlink_to(src)
+    return images, teacher, clip
+
+
+def _score_and_run(cfg: Path, images: Path, clip: Path) -> RunReport:
+    """`stream-gate score --json` on one photo with ``cfg`` (its faces scored 0-100),
+    then the video pipeline on ``clip`` with it: the run's report."""
+    from stream_gate.cli import main as sg_main
+    from stream_gate.config import load_settings
+    from stream_gate.pipeline.graph import build_pipeline
+
+    photo = next(next(p for p in sorted(images.iterdir())).glob("*.jpg"))
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert sg_main(["score", "--json", "--config", str(cfg), str(photo)]) == 0
+    faces = json.loads(buf.getvalue().splitlines()[0])["faces"]
+    assert faces and all(0 <= f["quality"] <= 100 for f in faces)
+    settings = load_settings(cfg, {"streams": [{"id": "d0", "url": str(clip), "fps": 5}]})
+    return build_pipeline(settings, collect=True).run(duration=60)
 
 
 def test_degradations_are_seeded_and_reproducible(face: np.ndarray) -> None:
@@ -326,23 +362,9 @@ def test_landmark_guided_model_end_to_end(tmp_path: Path) -> None:
     """distill-data keeps landmarks -> train --landmarks --size-input -> export (5
     channels, the map and the size plane in the manifest) -> `stream-gate score` and the
     video pipeline feed it the landmarks."""
-    from stream_gate.cli import main as sg_main
-    from stream_gate.config import load_settings
-    from stream_gate.pipeline.graph import build_pipeline
     from trainer.__main__ import main as trainer_main
 
-    root = SHARED / "lfw" / "images"
-    teacher = SHARED / "models" / "mobilefacenet_128d.onnx"
-    clip = SHARED / "media" / "liveportrait_d0.mp4"
-    for p in (root, teacher, clip):
-        if not p.exists():
-            pytest.skip(f"{p} is absent: tests that need ../shared/data skip without it")
-    images = tmp_path / "images"
-    people = [p for p in sorted(root.iterdir()) if len(list(p.glob("*.jpg"))) >= 3][:6]
-    for person in people:
-        (images / person.name).mkdir(parents=True)
-        for src in sorted(person.glob("*.jpg"))[:3]:
-            (images / person.name / src.name).symlink_to(src)
+    images, teacher, clip = _six_people(tmp_path)
     prepared, distill, run, models = (tmp_path / n for n in ("prep", "distill", "run", "models"))
     assert trainer_main(["prepare", "--images", str(images), "--out", str(prepared),
                          "--val-fraction", "0.5"]) == 0
@@ -361,15 +383,7 @@ def test_landmark_guided_model_end_to_end(tmp_path: Path) -> None:
 
     cfg = tmp_path / "lm.toml"
     cfg.write_text(f'[score]\nmodel = "{models / "tiny-lm.json"}"\n')
-    photo = next((images / people[0].name).glob("*.jpg"))
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        assert sg_main(["score", "--json", "--config", str(cfg), str(photo)]) == 0
-    faces = json.loads(buf.getvalue().splitlines()[0])["faces"]
-    assert faces and all(0 <= f["quality"] <= 100 for f in faces)
-
-    settings = load_settings(cfg, {"streams": [{"id": "d0", "url": str(clip), "fps": 5}]})
-    report = build_pipeline(settings, collect=True).run(duration=60)
+    report = _score_and_run(cfg, images, clip)
     assert report.emissions and {e.model for e in report.emissions} == {"tiny-lm@2"}
     assert all(0 <= e.candidate.quality <= 100 for e in report.emissions)
 
@@ -449,24 +463,10 @@ def test_signature_student_rides_as_the_quality_model_s_second_output(tmp_path: 
     `cr` is the shipped model's to the bit and whose second output is the student's; the
     manifest names it; `stream-gate score` and the video pipeline (consensus on) carry it
     to the selector."""
-    from stream_gate.cli import main as sg_main
-    from stream_gate.config import load_settings
-    from stream_gate.pipeline.graph import build_pipeline
     from stream_gate.stages.align_score.learned import manifest_path
     from trainer.__main__ import main as trainer_main
 
-    root = SHARED / "lfw" / "images"
-    teacher = SHARED / "models" / "mobilefacenet_128d.onnx"
-    clip = SHARED / "media" / "liveportrait_d0.mp4"
-    for p in (root, teacher, clip):
-        if not p.exists():
-            pytest.skip(f"{p} is absent: tests that need ../shared/data skip without it")
-    images = tmp_path / "images"
-    people = [p for p in sorted(root.iterdir()) if len(list(p.glob("*.jpg"))) >= 3][:6]
-    for person in people:
-        (images / person.name).mkdir(parents=True)
-        for src in sorted(person.glob("*.jpg"))[:3]:
-            (images / person.name / src.name).symlink_to(src)
+    images, teacher, clip = _six_people(tmp_path)
     prepared, sig, models = tmp_path / "prep", tmp_path / "sig", tmp_path / "models"
     assert trainer_main(["prepare", "--images", str(images), "--out", str(prepared),
                          "--val-fraction", "0.5"]) == 0
@@ -497,14 +497,7 @@ def test_signature_student_rides_as_the_quality_model_s_second_output(tmp_path: 
     cfg = tmp_path / "v2.toml"
     cfg.write_text(f'[score]\nmodel = "{models / "tiny-v2.json"}"\n'
                    '[select]\nconsensus_weight = 3.0\npolicy = "track_end"\n')
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        assert sg_main(["score", "--json", "--config", str(cfg),
-                        str(next((images / people[0].name).glob("*.jpg")))]) == 0
-    faces = json.loads(buf.getvalue().splitlines()[0])["faces"]
-    assert faces and all(0 <= f["quality"] <= 100 for f in faces)
-    settings = load_settings(cfg, {"streams": [{"id": "d0", "url": str(clip), "fps": 5}]})
-    report = build_pipeline(settings, collect=True).run(duration=60)
+    report = _score_and_run(cfg, images, clip)
     assert report.emissions and {e.model for e in report.emissions} == {"tiny-v2@2"}
     assert all(e.candidate.signature is not None and e.candidate.signature.shape == (128,)
                for e in report.emissions)

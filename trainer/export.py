@@ -239,12 +239,14 @@ def export_v2(quality_manifest: Path, student: Path, prepared: Path, out: Path, 
                        "consensus compares crops of one person with it "
                        "(select.consensus_weight)",
             "teacher": summary.get("teacher"),
+            "teacher_sha256": summary.get("teacher_sha256"),
             "training": {k: summary.get(k) for k in
                          ("device", "steps", "batch", "samples", "wall_s", "lr",
                           "real_share", "crops")},
             "student": {"width": [int(w) for w in net.width], "parameters": n_sig},
-            "command": "python -m trainer signature-data && python -m trainer signature "
-                       "&& python -m trainer export-v2",
+            "command": summary.get("command") or (
+                "python -m trainer signature-data && python -m trainer signature && "
+                "python -m trainer export-v2"),
             "parity_max_abs_diff_vs_torch": sig_diff,
         },
         "export": {**base.raw.get("export", {}), "merged_from": base.file.name,

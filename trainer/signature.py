@@ -21,6 +21,7 @@ PyTorch, OpenCV and numpy.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -193,7 +194,9 @@ def train_signature(pack: Pack, teacher: Path, out: Path, minutes: float,
     wall = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {
-        "teacher": teacher.name, "device": str(dev), "steps": step, "batch": batch,
+        "teacher": teacher.name,
+        "teacher_sha256": hashlib.sha256(teacher.read_bytes()).hexdigest(),
+        "device": str(dev), "steps": step, "batch": batch,
         "samples": step * batch, "wall_s": round(wall, 1), "lr": lr,
         "real_share": real_share, "crops": {"lfw": int((~pack.real).sum()),
                                             "video": int(pack.real.sum())},
