@@ -358,6 +358,14 @@ def test_track_consensus_ranks_each_crop_against_its_own_track_only() -> None:
     quality = np.array([50.0, 50.0, 50.0, 60.0, 0.0, 0.0])
     assert picks(segs, quality).tolist() == [3]  # quality alone: the odd crop
     assert picks(segs, quality + 3.0 * agree).tolist() != [3]
+    # A model's own signature (cr-fiqa-s v2) replaces the edges: here it calls crop 0 the
+    # odd one of track 1, which the edges did not.
+    emb = np.tile(rng.normal(size=(1, 128)).astype(np.float32), (6, 1))
+    emb[0] = rng.normal(size=128)
+    by_model = track_agreement(items, emb)
+    assert by_model[0] < by_model[1:4].min() - 10 and by_model[1:4] == pytest.approx(
+        [by_model[1]] * 3)
+    assert by_model[4:] == pytest.approx([100.0, 100.0], abs=1e-3)
 
 
 def test_segment_oracle_picks_the_crop_nearest_the_persons_other_segments() -> None:
