@@ -1,4 +1,10 @@
-"""Best-shot parity: does the pipeline emit, per person, a crop as good as naive's best?"""
+"""Best-shot parity: does the pipeline score, per person, a crop as good as naive's best?
+
+The pipeline's shortcuts (frame-wide detection at reduced size, refinement windows,
+gates, skipped frames) must not lose a person's best shot. Which scored crop is *sent*
+is the selector's choice: with the track consensus on it may send a more typical crop of
+a lower score on purpose, so parity compares the best crop scored; with ranking by
+quality alone (``consensus_weight`` 0, ``size_weight`` 0) that is the crop sent."""
 
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ PARITY_FLOOR = 20.0  # naive tracks whose best crop scores below this have no us
 
 def best_shot_parity(naive: RunReport, pipe: RunReport, floor: float = PARITY_FLOOR
                      ) -> dict[str, Any]:
-    """For each emitting naive track: pipeline's emitted quality / naive's best quality.
+    """For each emitting naive track: the best quality the pipeline scored on the same
+    person (a track that emitted) / naive's best quality.
 
     Tracks of the two runs are matched by their boxes on the frames both analysed
     (IoU ≥ 0.5), taking the pipeline track that overlaps on the most frames. Naive
@@ -42,8 +49,8 @@ def best_shot_parity(naive: RunReport, pipe: RunReport, floor: float = PARITY_FL
             hits = int((np.diag(iou_matrix(a, b)) >= 0.5).sum())
             if hits > best_hits:
                 best_match, best_hits = pt, hits
-        got = max((e.candidate.quality for e in best_match.emitted), default=0.0) \
-            if best_match is not None else 0.0
+        got = best_match.best_quality if best_match is not None and best_match.emitted \
+            else 0.0
         height = float(np.median([b[3] - b[1] for b in nt.boxes.values()]))
         rows.append({"stream": key[0], "naive_track": key[1],
                      "naive_best": round(nt.best_quality, 1), "pipeline": round(got, 1),

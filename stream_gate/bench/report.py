@@ -93,7 +93,7 @@ def format_table(result: dict[str, Any]) -> str:
                          ("best_shot_parity_yunet", "pipeline-yunet")):
         if key in result:
             p = result[key]
-            text += (f"\nbest-shot parity ({variant} emitted / naive best, {p['tracks']} naive "
+            text += (f"\nbest-shot parity ({variant} best scored / naive best, {p['tracks']} naive "
                      f"tracks; {p['below_floor']} more with best quality < {p['floor']:g} "
                      f"not counted): min {p['min']}, mean {p['mean']}")
             for r in p["per_track"]:
