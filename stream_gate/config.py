@@ -203,9 +203,13 @@ class TrackConfig(_Section):
         "Seconds a confirmed track survives unseen before it ends."))
 
 
+SHIPPED_SCORERS = ("cr-fiqa-s-v2", "cr-fiqa-s", "heuristic")  # stream_gate/models, built in
+
+
 class ScoreConfig(_Section):
-    model: str = Field(default="cr-fiqa-s", description=(
-        "Quality scorer: cr-fiqa-s, heuristic, or a path to a model manifest .json."))
+    model: str = Field(default="cr-fiqa-s-v2", description=(
+        "Quality scorer: cr-fiqa-s-v2 (quality and an appearance signature), cr-fiqa-s "
+        "(v1, quality alone), heuristic, or a path to a model manifest .json."))
     threads: int = Field(default=0, ge=0, le=256, description=(
         "onnxruntime threads for the quality model (0: all cores)."))
     min_det_score: float = Field(default=0.3, ge=0.0, le=1.0, description=(
@@ -220,8 +224,9 @@ class ScoreConfig(_Section):
     @field_validator("model")
     @classmethod
     def _model_name(cls, v: str) -> str:
-        if v not in ("heuristic", "cr-fiqa-s") and not v.endswith(".json"):
-            raise ValueError("must be 'cr-fiqa-s', 'heuristic' or a path to a model manifest .json")
+        if v not in SHIPPED_SCORERS and not v.endswith(".json"):
+            raise ValueError(f"must be one of {', '.join(SHIPPED_SCORERS)} or a path to a "
+                             "model manifest .json")
         return v
 
 
@@ -238,10 +243,11 @@ class SelectConfig(_Section):
     size_weight: float = Field(default=0.0, ge=0, le=100, description=(
         "Points a crop gains, when one person's crops are ranked, per doubling of its "
         "face's area (0: quality alone; 20-40 picked better crops on real video)."))
-    consensus_weight: float = Field(default=0.0, ge=0, le=100, description=(
+    consensus_weight: float = Field(default=3.0, ge=0, le=100, description=(
         "Points a crop gains, when one person's crops are ranked, per percent of its "
-        "agreement with the person's other crops (0: off; 3 picked far better crops on "
-        "real video; best with policy track_end, which ranks against the whole track)."))
+        "agreement with the person's other crops (0: quality alone; 3, chosen on real "
+        "video, picks far better crops; best with policy track_end, which ranks against "
+        "the whole track)."))
 
 
 def check_redis_url(v: str) -> str:

@@ -99,20 +99,21 @@ def test_capacity_search_finds_the_largest_sustained_count_in_few_trials(capacit
 
 
 @pytest.mark.slow
-def test_pipeline_with_the_consensus_on_sends_one_crop_per_person(
+def test_default_pipeline_sends_one_crop_per_person_with_the_model_s_signature(
         media: Callable[[str], Path]) -> None:
-    """select.consensus_weight through the whole graph, as the bench's
-    pipeline-consensus variant turns it on: every confirmed track of a real talking-head
-    clip still gets exactly one crop (policy track_end, top_k 1), carrying the model's
-    quality; a camera that sets its own weight to 0 keeps it and is served the same way."""
+    """The defaults (cr-fiqa-s v2, select.consensus_weight 3) through the whole graph:
+    every confirmed track of a real talking-head clip gets exactly one crop (policy
+    track_end, top_k 1) carrying the model's quality and its signature; a camera that
+    sets its own weight to 0 keeps it and is served the same way. The bench's
+    pipeline-v1 variant runs the v1 model, which has no signature, by quality alone."""
     from collections import Counter
 
-    from stream_gate.bench.variants import CONSENSUS_WEIGHT, with_consensus
+    from stream_gate.bench.variants import as_v1
 
     clip = str(media("sadtalker_WDA_AlexandriaOcasioCortez_000.mp4"))
-    s = with_consensus(load_settings(None, {"streams": [
-        {"id": "a", "url": clip}, {"id": "b", "url": clip, "select": {"consensus_weight": 0}}]}))
-    assert s.select_for("a").consensus_weight == CONSENSUS_WEIGHT
+    s = load_settings(None, {"streams": [
+        {"id": "a", "url": clip}, {"id": "b", "url": clip, "select": {"consensus_weight": 0}}]})
+    assert s.score.model == "cr-fiqa-s-v2" and s.select_for("a").consensus_weight == 3.0
     assert s.select_for("b").consensus_weight == 0
     result, report = run_pipeline_variant(s, None, detect_only=False)
     sent = Counter((e.candidate.stream_id, e.candidate.track_id) for e in report.emissions)
@@ -122,4 +123,14 @@ def test_pipeline_with_the_consensus_on_sends_one_crop_per_person(
     for e in report.emissions:  # the entry carries the model's score, not the rank
         track = report.tracks[(e.candidate.stream_id, e.candidate.track_id)]
         assert 0 <= e.candidate.quality <= track.best_quality
+        assert e.model == "cr-fiqa-s-v2@2" and e.candidate.signature is not None
     assert result.stage_ms["select"] > 0
+
+    v1 = as_v1(s)
+    assert v1.score.model == "cr-fiqa-s" and v1.select_for("a").consensus_weight == 0
+    _, report = run_pipeline_variant(v1, None, detect_only=False)
+    assert report.emissions and all(e.model == "cr-fiqa-s@1" and e.candidate.signature is None
+                                    for e in report.emissions)
+    for e in report.emissions:  # by quality alone: the best crop scored is the one sent
+        track = report.tracks[(e.candidate.stream_id, e.candidate.track_id)]
+        assert e.candidate.quality == track.best_quality

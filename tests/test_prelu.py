@@ -1,4 +1,4 @@
-"""The CPU runtime's PRelu rewrite: same scores, no PRelu left, and only where it is exact."""
+"""The CPU runtime's PRelu rewrite: same scores, no PRelu left where it is exact."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from stream_gate.config import DetectConfig
@@ -22,9 +23,14 @@ def _plain_session(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
+@pytest.mark.parametrize(("model", "prelus", "split"), [
+    ("cr-fiqa-s", 17, 17),
+    ("cr-fiqa-s-v2", 34, 32),  # two of the signature student's layers have a slope >= 1
+])
 def test_quality_model_scores_real_faces_as_the_unrewritten_graph(
-        lfw_image: Callable[..., Path]) -> None:
-    """The served scorer (rewritten graph) gives the original graph's raw CR on real faces."""
+        lfw_image: Callable[..., Path], model: str, prelus: int, split: int) -> None:
+    """The served scorer (rewritten graph) gives the original graph's outputs on real
+    faces: the raw CR, and v2's signature."""
     detector = build_host_detector(DetectConfig(max_side=640, min_face_px=0))
     crops = []
     for person, n in (("Colin_Powell", 1), ("Aaron_Eckhart", 1), ("George_W_Bush", 2)):
@@ -32,21 +38,24 @@ def test_quality_model_scores_real_faces_as_the_unrewritten_graph(
         found = detector.detect_images([photo])[0]
         crops.append(align_face(photo, found.landmarks[int(np.argmax(found.scores))])[0])
     crops.append(cv2.GaussianBlur(crops[0], (0, 0), 3.0))  # a poor one too
-    scorer = CrFiqaScorer.load()
-    served = scorer.score(crops, [np.zeros((5, 2), np.float32)] * len(crops)).raw
+    scorer = CrFiqaScorer.load(model)
+    served = scorer.score(crops, [np.zeros((5, 2), np.float32)] * len(crops))
 
     original = onnx.load(str(scorer.manifest.file))
-    assert sum(n.op_type == "PRelu" for n in original.graph.node) == 17
+    assert sum(n.op_type == "PRelu" for n in original.graph.node) == prelus
     x = to_model_input(crops, scorer.manifest.mean, scorer.manifest.std)
-    reference = _plain_session(original).run(None, {"input": x})[0].reshape(-1)
-    np.testing.assert_allclose(served, reference, atol=1e-5)
+    outputs = _plain_session(original).run(None, {"input": x})
+    reference = outputs[0].reshape(-1)
+    np.testing.assert_allclose(served.raw, reference, atol=1e-5)
     assert reference.max() - reference.min() > 0.05  # the faces differ: not a constant
+    if served.signature is not None:
+        np.testing.assert_allclose(served.signature, outputs[1], atol=1e-4)
 
     rewritten, done = split_prelu(original)
-    assert done == 17
-    assert not any(n.op_type == "PRelu" for n in rewritten.graph.node)
+    assert done == split
+    assert sum(n.op_type == "PRelu" for n in rewritten.graph.node) == prelus - split
     onnx.checker.check_model(rewritten)
-    assert getattr(scorer.model, "prelu_split", None) == 17  # the served graph is rewritten
+    assert getattr(scorer.model, "prelu_split", None) == split  # the served graph
 
 
 def _conv_prelu(slope: np.ndarray, extra_reader: bool = False) -> onnx.ModelProto:

@@ -21,18 +21,20 @@ from stream_gate.stages.align_score.learned import Calibration, CrFiqaScorer, ma
 from .conftest import run_cli
 
 
-def test_learned_model_is_the_default_and_heuristic_stays_selectable() -> None:
-    assert load_settings(None).score.model == "cr-fiqa-s"
+def test_v2_is_the_default_and_v1_and_heuristic_stay_selectable() -> None:
+    assert load_settings(None).score.model == "cr-fiqa-s-v2"
     host = Backend(RuntimeConfig())
-    assert build_scorer(ScoreConfig(), host).name.startswith("cr-fiqa-s@")
+    assert build_scorer(ScoreConfig(), host).name == "cr-fiqa-s-v2@2"
+    assert build_scorer(ScoreConfig(model="cr-fiqa-s"), host).name == "cr-fiqa-s@1"
     assert build_scorer(ScoreConfig(model="heuristic"), host).name == "heuristic"
     with pytest.raises(ConfigError, match=r"score\.model"):
         load_settings(None, {"score": {"model": "best-one"}})
 
 
-def test_manifest_matches_the_shipped_file_and_budget() -> None:
-    meta = json.loads(manifest_path("cr-fiqa-s").read_text())
-    onnx_file = manifest_path("cr-fiqa-s").parent / meta["file"]
+@pytest.mark.parametrize("name", ["cr-fiqa-s-v2", "cr-fiqa-s"])
+def test_manifest_matches_the_shipped_file_and_budget(name: str) -> None:
+    meta = json.loads(manifest_path(name).read_text())
+    onnx_file = manifest_path(name).parent / meta["file"]
     assert hashlib.sha256(onnx_file.read_bytes()).hexdigest() == meta["sha256"]
     assert onnx_file.stat().st_size < 5_000_000
     assert meta["parameters"] <= 1_500_000
@@ -41,6 +43,38 @@ def test_manifest_matches_the_shipped_file_and_budget() -> None:
     assert meta["export"]["max_abs_diff_vs_torch"] < 1e-4
     q = meta["calibration"]["quality"]
     assert all(b >= a for a, b in pairwise(q)) and q[0] >= 0 and q[-1] <= 100
+
+
+def test_v2_scores_as_v1_and_adds_a_signature_that_tells_people_apart(
+        lfw_image: Callable[..., Path]) -> None:
+    """v2's quality output is v1's, to the bit; its signature puts two photos of one
+    person closer together than photos of two people (what the consensus relies on)."""
+    from trainer.data import align_photos
+
+    people = ("George_W_Bush", "Colin_Powell")
+    crops = align_photos([lfw_image(p, i) for p in people for i in (1, 2, 3)])
+    marks = [np.zeros((5, 2), np.float32)] * len(crops)
+    v1 = CrFiqaScorer.load("cr-fiqa-s").score(list(crops), marks)
+    v2 = CrFiqaScorer.load("cr-fiqa-s-v2").score(list(crops), marks)
+    assert np.array_equal(v1.quality, v2.quality) and v1.signature is None
+    assert v2.signature is not None and v2.signature.shape == (6, 128)
+    e = v2.signature / np.linalg.norm(v2.signature, axis=1, keepdims=True)
+    sim = e @ e.T
+    same = [sim[i, j] for p in (0, 3) for i in range(p, p + 3) for j in range(i + 1, p + 3)]
+    other = sim[:3, 3:].ravel()
+    assert min(same) > max(other)
+
+
+def test_a_manifest_naming_an_output_the_model_lacks_is_refused(tmp_path: Path) -> None:
+    """A v2 manifest pointed at the v1 file (one output) fails at start-up, by name."""
+    meta = json.loads(manifest_path("cr-fiqa-s-v2").read_text())
+    v1 = json.loads(manifest_path("cr-fiqa-s").read_text())
+    (tmp_path / "m.onnx").write_bytes((manifest_path("cr-fiqa-s").parent / v1["file"])
+                                      .read_bytes())
+    meta.update(file="m.onnx", sha256=v1["sha256"])
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="signature"):
+        CrFiqaScorer.load(str(tmp_path / "m.json"))
 
 
 def test_a_tampered_model_file_is_refused(tmp_path: Path) -> None:

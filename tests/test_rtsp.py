@@ -148,7 +148,7 @@ url = "{media('intel_classroom.mp4')}"
     assert res.returncode == 0, res.stdout + res.stderr
     assert "ok    stream door: rtsp://127.0.0.1" in res.stdout and "h264 480x270" in res.stdout
     assert "ok    redis: redis://127.0.0.1:6379/0 answers" in res.stdout
-    assert "scorer cr-fiqa-s@1" in res.stdout
+    assert "scorer cr-fiqa-s-v2@2" in res.stdout
     assert res.stdout.rstrip().endswith("all checks passed")
 
     bad = tmp_path / "bad.toml"

@@ -25,6 +25,9 @@ def cand(track: int, frame: int, q: float, t: float | None = None, side: float =
 
 
 def selector(**kw: object) -> Selector:
+    """A selector with these settings; ranking by quality alone unless the test turns the
+    consensus on (its default is 3)."""
+    kw.setdefault("consensus_weight", 0.0)
     counter = itertools.count(1)
     return Selector(SelectConfig(**kw), "test", make_id=lambda: f"e{next(counter)}")
 
@@ -239,7 +242,7 @@ def test_consensus_turned_on_mid_track_ranks_the_crops_already_held(lfw_image: o
     assert sel.end(TrackEnd(1, True, 3))[0].candidate.frame_index == 0  # no crop since:
     # no centre yet, so quality alone still ranks
     sel.offer(_real(2, 0, 70, np.roll(crops[0], 16, axis=1)), confirmed=True)
-    sel.reconfigure(SelectConfig(policy="track_end", top_k=3))
+    sel.reconfigure(SelectConfig(policy="track_end", top_k=3, consensus_weight=0.0))
     for i in (1, 2):
         sel.offer(_real(2, i, 60, crops[i]), confirmed=True)
     sel.reconfigure(SelectConfig(policy="track_end", top_k=1, consensus_weight=3.0))

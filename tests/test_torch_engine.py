@@ -48,6 +48,9 @@ def test_every_model_we_run_gives_onnxruntime_s_outputs(media: Callable[[str], P
                np.ascontiguousarray(batch[:, :, 100:212, 300:412]) / 127.5 - 1)]
     yunet = shared_file("models", "yunet_s_dynamic.onnx")
     models.append((yunet.read_bytes(), np.ascontiguousarray(batch[:, ::-1])))
+    # v2: v1's graph and the signature student side by side, two outputs.
+    models.append((manifest_path("cr-fiqa-s-v2").with_suffix(".onnx").read_bytes(),
+                   models[1][1]))
     # The trainer's teacher (ReLU6 as Clip), run by `python -m trainer signature`.
     teacher = shared_file("models", "mobilefacenet_128d.onnx")
     models.append((teacher.read_bytes(), models[1][1]))

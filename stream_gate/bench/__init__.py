@@ -24,11 +24,11 @@ from stream_gate.bench.parity import best_shot_parity
 from stream_gate.bench.report import VariantResult, format_table, to_json
 from stream_gate.bench.variants import (
     Mirror,
+    as_v1,
     decode_only,
     naive_settings,
     run_pipeline_variant,
     warm_up,
-    with_consensus,
     with_yunet,
 )
 from stream_gate.config import Settings
@@ -37,7 +37,7 @@ from stream_gate.pipeline.observe import RunReport
 __all__ = ["VARIANTS", "find_capacity", "format_table", "run_bench", "to_json"]
 
 VARIANTS = ("naive", "decode-only", "detector-only", "pipeline", "naive-mirrored",
-            "pipeline-consensus")
+            "pipeline-v1")
 
 
 def run_bench(settings: Settings, variants: list[str], duration: float | None,
@@ -59,8 +59,8 @@ def run_bench(settings: Settings, variants: list[str], duration: float | None,
         mirror = Mirror() if name == "naive-mirrored" else None
         if name.startswith("naive"):
             cfg = naive_settings(cfg)
-        elif name == "pipeline-consensus":
-            cfg = with_consensus(cfg)
+        elif name == "pipeline-v1":
+            cfg = as_v1(cfg)
         results[name], reports[name] = run_pipeline_variant(
             cfg, duration, detect_only=name.startswith("detector-only"), transform=mirror)
         if mirror is not None:

@@ -8,9 +8,9 @@
 - ``pipeline``: the production graph;
 - ``naive-mirrored``: ``naive`` on the frames flipped left-right (the noise floor of
   best-shot parity);
-- ``pipeline-consensus``: the production graph with ``select.consensus_weight`` at
-  :data:`CONSENSUS_WEIGHT` (where the settings leave it off): what ranking crops by
-  their agreement with the track costs.
+- ``pipeline-v1``: the production graph as it was before cr-fiqa-s v2: the v1 quality
+  model (no signature output) and crops ranked by quality alone (``consensus_weight``
+  0): what the v2 model and the track consensus cost.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from stream_gate.stages.track import TrackResult
 from stream_gate.types import Frame, FrameBatch, TrackedFace, TrackEnd, TrackStep
 
 WARM_UP_S = 2.0
-CONSENSUS_WEIGHT = 3.0  # the weight chosen on the real-video benchmark's dev half
 
 
 class WideOnly:
@@ -183,11 +182,14 @@ class Mirror:
             t.boxes = {i: (w - x2, y1, w - x1, y2) for i, (x1, y1, x2, y2) in t.boxes.items()}
 
 
-def with_consensus(settings: Settings) -> Settings:
-    """The same settings with the track consensus on, unless already on (a stream that
-    sets its own weight keeps it)."""
+def as_v1(settings: Settings) -> Settings:
+    """The same settings with the v1 quality model ranking crops alone: ``cr-fiqa-s``
+    where the settings use the v2 default, and no consensus (a stream that sets its own
+    weight keeps it)."""
     s = settings.model_copy(deep=True)
-    s.select.consensus_weight = s.select.consensus_weight or CONSENSUS_WEIGHT
+    if s.score.model == "cr-fiqa-s-v2":
+        s.score.model = "cr-fiqa-s"
+    s.select.consensus_weight = 0.0
     return s
 
 

@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
                                                        "detector-only", "pipeline")),
                        help="comma-separated; also naive-mirrored: naive on the frames "
                             "flipped left-right, the noise floor of best-shot parity; "
-                            "pipeline-consensus: pipeline with select.consensus_weight on")
+                            "pipeline-v1: pipeline with the v1 quality model ranking "
+                            "crops alone (no consensus)")
     bench.add_argument("--capacity", action="store_true",
                        help="find the most cameras (paced loop://) sustained at --fps with "
                             "p95 latency <= --max-latency-ms")

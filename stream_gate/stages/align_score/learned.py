@@ -38,7 +38,7 @@ from stream_gate.runtime import Model, load_model
 from stream_gate.stages.align_score.template import ARCFACE_TEMPLATE, CROP_SIZE, umeyama
 from stream_gate.types import FloatArray, ImageBGR, Scores
 
-SHIPPED = ("cr-fiqa-s",)
+SHIPPED = ("cr-fiqa-s-v2", "cr-fiqa-s")  # v2: quality (v1's, unchanged) + signature
 
 
 def normalisation(mean: float = 0.5, std: float = 0.5) -> tuple[float, float]:
@@ -283,7 +283,7 @@ class CrFiqaScorer:
         self.name = f"{manifest.name}@{manifest.version}"
 
     @staticmethod
-    def load(model: str = "cr-fiqa-s", runtime: RuntimeConfig | None = None,
+    def load(model: str = "cr-fiqa-s-v2", runtime: RuntimeConfig | None = None,
              threads: int = 0) -> CrFiqaScorer:
         """The model ``score.model`` names, on host arrays (``runtime``: its engine,
         onnxruntime by default)."""
