@@ -139,6 +139,33 @@ def teacher_graph(path: Path, device: torch.device) -> torch.nn.Module:
         device, torch.float32)
 
 
+def _device(name: str) -> torch.device:
+    """``auto``: CUDA where PyTorch sees a GPU, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def lr_scale(frac: float, warm_up: float = 0.03) -> float:
+    """The learning rate's share at ``frac`` of the time budget: a linear warm-up, then a
+    cosine down to 0 at the end."""
+    return min(1.0, frac / warm_up) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+def _distil_step(net: MobileFaceNetS, opt: torch.optim.Optimizer, x: torch.Tensor,
+                 target: torch.Tensor, lr: float) -> float:
+    """One step of 1 − cosine to the teacher's (unit) embeddings; returns the loss."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+        emb = net(x)
+    loss = 1.0 - F.cosine_similarity(emb.float(), target, dim=1).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
 def train_signature(pack: Pack, teacher: Path, out: Path, minutes: float,
                     students: tuple[str, ...] = ("s", "m"), batch: int = 256,
                     lr: float = 2e-3, real_share: float = 0.25, workers: int = 2,
@@ -147,8 +174,7 @@ def train_signature(pack: Pack, teacher: Path, out: Path, minutes: float,
     """Train each of ``students`` on the same online batches for ``minutes`` of wall
     clock (cosine schedule over that time, 3 % warm-up); writes
     ``out/signature-<name>.pt`` and ``out/signature.json``; returns the summary."""
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
-                       else "cpu" if device == "auto" else device)
+    dev = _device(device)
     torch.manual_seed(seed)
     teach = teacher_graph(teacher, dev)
     nets = {k: MobileFaceNetS(EMB_DIM, WIDTHS[k]).to(dev, memory_format=torch.channels_last)
@@ -158,7 +184,6 @@ def train_signature(pack: Pack, teacher: Path, out: Path, minutes: float,
     loader = DataLoader(OnlineCrops(pack, real_share, seed), batch_size=batch,
                         num_workers=workers, pin_memory=dev.type == "cuda",
                         persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
-    amp = dev.type == "cuda"
     budget = minutes * 60.0
     t0 = time.perf_counter()
     last_log, step = t0, 0
@@ -167,23 +192,13 @@ def train_signature(pack: Pack, teacher: Path, out: Path, minutes: float,
         elapsed = time.perf_counter() - t0
         if elapsed >= budget or (max_steps is not None and step >= max_steps):
             break
-        frac = elapsed / budget
-        scale = min(1.0, frac / 0.03) * 0.5 * (1 + math.cos(math.pi * frac))
         raw = raw.to(dev, non_blocking=True)
         with torch.no_grad():
             target = F.normalize(teach(_inputs(raw, 127.5, 128.0))[0].float(), dim=1)
         x = _inputs(raw, 127.5, 127.5)  # v1's normalisation: the student shares its input
         for k, net in nets.items():
-            for g in opts[k].param_groups:
-                g["lr"] = lr * scale
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                emb = net(x)
-            loss = 1.0 - F.cosine_similarity(emb.float(), target, dim=1).mean()
-            opts[k].zero_grad(set_to_none=True)
-            loss.backward()
-            opts[k].step()
-            value = float(loss.detach())
-            losses[k] = 0.98 * losses[k] + 0.02 * value if step else value
+            value = _distil_step(net, opts[k], x, target, lr * lr_scale(elapsed / budget))
+            losses[k] = 0.98 * losses[k] + 0.02 * value if step else value  # running mean
         step += 1
         now = time.perf_counter()
         if now - last_log > 30 or step == 1:

@@ -13,7 +13,7 @@ if they beat the last emission by ``improve_delta``. Crops below ``min_quality``
 never emitted; tracks that never got confirmed emit nothing.
 
 One person's crops are ranked by their quality plus two cues the model cannot see in one
-crop (both 0 by default: quality alone; docs/decisions/003):
+crop (by default the consensus at 3, the size cue off; docs/decisions/003):
 - ``size_weight`` points per doubling of the face box's area: the 112-px crop hides how
   many pixels the face had;
 - ``consensus_weight`` points per percent of the crop's *agreement with the person's
@@ -61,14 +61,11 @@ def appearance_signature(crop: ImageBGR) -> Signature:
     gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32)[16:96, 16:96]
     mag = cv2.magnitude(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
     sig = cv2.resize(mag, (SIGNATURE_PX, SIGNATURE_PX), interpolation=cv2.INTER_AREA).ravel()
-    sig -= sig.mean()
-    norm = float(np.linalg.norm(sig))
-    out: Signature = sig / norm if norm > 0 else sig
-    return out
+    return unit_signature(sig - sig.mean())
 
 
 def unit_signature(embedding: npt.NDArray[np.floating]) -> Signature:
-    """A model's appearance embedding as a signature: flat, unit length (float32)."""
+    """A vector as a signature: flat, float32, unit length (zero stays zero)."""
     sig = np.asarray(embedding, np.float32).ravel()
     norm = float(np.linalg.norm(sig))
     out: Signature = sig / norm if norm > 0 else sig
