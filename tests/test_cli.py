@@ -26,6 +26,7 @@ def test_demo_prints_tracks_and_writes_contact_sheet(tmp_path: Path) -> None:
     assert len(rows) == 2  # two people cross the sample clip
     assert all("track_end#1" in r for r in rows)
     assert "published to Redis (embedded" in res.stdout
+    assert "ranked by quality + 3 points per percent" in res.stdout  # says how it chose
     img = cv2.imread(str(sheet))
     assert img is not None and img.shape[0] >= 112 and img.shape[1] >= 2 * 112
     metas = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")]

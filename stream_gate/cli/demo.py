@@ -47,6 +47,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         report, sink = run_gate(settings, args.duration, collect=True)
         print(track_table(report))
+        if settings.select.consensus_weight:
+            print(f"(each person's crops ranked by quality + {settings.select.consensus_weight:g}"
+                  " points per percent of agreement with the rest of the track, "
+                  "select.consensus_weight: the crop sent need not have the best q)")
         sheet = contact_sheet(report.emissions, args.sheet)
         print(
             f"\n{report.frames} frames, {report.faces} faces, {report.scored} scored, "
