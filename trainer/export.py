@@ -10,6 +10,7 @@ the map strictly increasing, so better raw scores never tie.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -198,14 +199,13 @@ def export_v2(quality_manifest: Path, student: Path, prepared: Path, out: Path, 
     base = Manifest.load(quality_manifest)
     quality = onnx.load(str(base.file))
     net = load_student(student)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f"{name}.signature-only.onnx"
-    torch.onnx.export(net, (torch.zeros(2, 3, 112, 112),), str(tmp), input_names=["input"],
-                      output_names=["signature"],
+    student_onnx = io.BytesIO()
+    torch.onnx.export(net, (torch.zeros(2, 3, 112, 112),), student_onnx,
+                      input_names=["input"], output_names=["signature"],
                       dynamic_axes={"input": {0: "B"}, "signature": {0: "B"}},
                       opset_version=17, dynamo=False)
-    merged = merge_signature(quality, onnx.load(str(tmp)))
-    tmp.unlink()
+    merged = merge_signature(quality, onnx.load_from_string(student_onnx.getvalue()))
+    out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / f"{name}.onnx"
     onnx.save(merged, str(onnx_path))
     blob = onnx_path.read_bytes()

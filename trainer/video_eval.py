@@ -203,13 +203,11 @@ def track_agreement(items: ClipCrops,
     quality model's signature output."""
     from stream_gate.stages.select import agreement, appearance_signature, unit_signature
 
-    if embeddings is not None:
-        sig = np.stack([unit_signature(e) for e in embeddings]) if len(items) else \
-            np.zeros((0, 1), np.float32)
-    else:
-        sig = np.stack([appearance_signature(c) for c in items.crops]) if len(items) else \
-            np.zeros((0, 1), np.float32)
     out: Scores = np.zeros(len(items))
+    if not len(items):
+        return out
+    sig = np.stack([unit_signature(e) for e in embeddings] if embeddings is not None
+                   else [appearance_signature(c) for c in items.crops])
     for rows in items.track_rows().values():
         out[rows] = agreement(sig[rows], sig[rows].sum(0))
     return out

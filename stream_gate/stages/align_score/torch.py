@@ -132,4 +132,4 @@ class DeviceLearnedAlignScore(DeviceAlignScore):
         planes = m.guidance.planes(landmarks)  # landmark map, size: small, made on the host
         if planes is not None:
             x = torch.cat([x, torch.from_numpy(planes).to(x.device, x.dtype)], dim=1)
-        return split_outputs(m, [o.float().cpu().numpy() for o in self.model.infer_tensor(x)])
+        return split_outputs(m, [o.cpu().numpy() for o in self.model.infer_tensor(x)])
