@@ -209,6 +209,29 @@ def test_benchmark_on_real_clips_with_a_gallery(tmp_path: Path) -> None:
     assert trainer_main(args) == 0  # same clips and settings: the dumps are reused
     assert (dump / "done.json").stat().st_mtime_ns == done
 
+    # The emission benchmark replays the same dumps through the product's selector.
+    assert trainer_main(["evaluate-emissions", "--clips", str(clips), "--media", str(tmp_path),
+                         "--teacher", str(teacher), "--comparator", "teacher", "--fps", "5",
+                         "--out", str(out)]) == 0
+    assert (dump / "done.json").stat().st_mtime_ns == done
+    em = json.loads((out / "emissions.json").read_text())["halves"]["test"]
+    assert em["people"] == 2  # the identity clips (the gallery clip is evaluate-video's)
+    res = em["comparators"]["teacher"]
+    assert set(res["checkpoints"]) == {"0.5", "1.0", "2.0", "4.0", "end"}
+    early, end = res["checkpoints"]["0.5"], res["checkpoints"]["end"]
+    assert set(end["settings"]) == {"improving", "improving + 3x consensus", "track_end",
+                                    "track_end + 3x consensus"}
+    for name, s in early["settings"].items():  # improving sends once confirmed; track_end
+        # only when the track ends
+        assert s["holding"] == (early["tracks"] if name.startswith("improving") else 0), name
+    for name, s in end["settings"].items():
+        assert s["holding"] == end["tracks"], name
+        assert s["best_held"] <= 1 + 1e-9 and s["latest"] <= s["best_held"] + 1e-9, name
+        assert s["emitted_per_track"] >= 1, name
+    assert end["settings"]["track_end"]["emitted_per_track"] == 1  # top_k 1, sent once
+    assert res["first_emission_s_median"]["improving"] < \
+        res["first_emission_s_median"]["track_end"]
+
 
 def test_real_targets_leave_the_segment_out_and_spare_same_clip_tracks() -> None:
     from trainer.realset import pseudo_identities, real_targets

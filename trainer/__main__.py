@@ -1,5 +1,5 @@
 """``python -m trainer prepare | distill-data | train | export | evaluate | evaluate-video |
-quantize-detector``."""
+evaluate-emissions | real-data | signature-data | signature | export-v2 | quantize-detector``."""
 
 from __future__ import annotations
 
@@ -143,6 +143,22 @@ def main(argv: list[str] | None = None) -> int:
                     metavar="W", help="also each model fused with the crop's agreement with "
                     "its track: quality + W points per percent (select.consensus_weight)")
     vv.add_argument("--out", type=Path, default=Path("work/eval-video"))
+    em = sub.add_parser("evaluate-emissions", help="what the recogniser holds and when: each "
+                        "person's crops replayed through the product's selector, policies "
+                        "improving and track_end, judged by recognisers")
+    _clips(em)
+    em.add_argument("--model", default="cr-fiqa-s-v2",
+                    help="quality model: shipped name or manifest path")
+    em.add_argument("--teacher", type=Path, default=TEACHER)
+    em.add_argument("--comparator", action="append", choices=["teacher", "dlib"],
+                    help="repeat for several (default: both)")
+    em.add_argument("--consensus-weight", type=float, default=3.0,
+                    help="select.consensus_weight of the settings with the consensus")
+    em.add_argument("--gap-s", type=float, default=1.0,
+                    help="a crop's reference leaves out the person's crops this close in time")
+    em.add_argument("--half", choices=["dev", "test", "both"], default="both")
+    em.add_argument("--out", type=Path, default=Path("work/eval-video"),
+                    help="where the pipeline dumps are cached (shared with evaluate-video)")
     rd = sub.add_parser("real-data", help="the real training set: tracked video faces with "
                         "teacher CR targets (leave-segment-out centres)")
     _clips(rd)
@@ -202,6 +218,15 @@ def main(argv: list[str] | None = None) -> int:
                        args.segment_s, args.gallery, args.gallery_min_sim,
                        ("dev", "test") if args.half == "both" else (args.half,),
                        args.size_weight, args.consensus_weight)
+        return 0
+
+    if args.cmd == "evaluate-emissions":
+        from trainer.emissions import evaluate_emissions
+
+        evaluate_emissions(args.clips, args.media, args.model, args.teacher,
+                           args.comparator or ["teacher", "dlib"], args.out, args.fps,
+                           args.consensus_weight, args.gap_s,
+                           ("dev", "test") if args.half == "both" else (args.half,))
         return 0
 
     if args.cmd == "signature-data":
