@@ -246,8 +246,8 @@ class SelectConfig(_Section):
     consensus_weight: float = Field(default=3.0, ge=0, le=100, description=(
         "Points a crop gains, when one person's crops are ranked, per percent of its "
         "agreement with the person's other crops (0: quality alone; 3, chosen on real "
-        "video, picks far better crops; best with policy track_end, which ranks against "
-        "the whole track)."))
+        "video, picks far better crops; track_end ranks against the whole track, improving "
+        "against the track so far and sends a crop again when it becomes more typical)."))
 
 
 def check_redis_url(v: str) -> str:

@@ -58,6 +58,7 @@ def test_the_review_page_of_a_run_renders_in_chromium(media: Callable[[str], Pat
     assert dom.count('class="crop emitted') == emitted
     # The defaults rank by quality and the track consensus: the page says so.
     assert "consensus_weight = 3.0" in dom and "need not be the one of highest" in dom
+    assert "Counted by quality alone" in dom  # the improving table says what it leaves out
     histogram = dom[dom.index('class="plot histogram"'):dom.index('class="plot quality"')]
     assert histogram.count('id="patch_') >= 20  # the bars
     shot = tmp_path / "review.png"

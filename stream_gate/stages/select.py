@@ -27,8 +27,12 @@ crop (by default the consensus at 3, the size cue off; docs/decisions/003):
   alone.
 With the consensus on, the centre moves as crops arrive, so each track keeps a small
 pool of candidates (:data:`POOL`, at least ``top_k``), ranked anew on every crop;
-``track_end`` ranks them against the whole track. ``improve_delta`` compares ranks as
-they stood when emitted; ``min_quality`` and the emitted quality stay the model's score.
+``track_end`` ranks them against the whole track. ``improve_delta`` compares a crop with
+the crops already sent, all ranked against the centre as it is now: ranks frozen when
+sent would keep the first emission (ranked against the two or three crops that
+confirmed the track, which agree with themselves) ahead of every later crop
+(``python -m trainer evaluate-emissions``, docs/decisions/003). ``min_quality`` and the
+emitted quality stay the model's score.
 
 May import: geometry, config, types (no other stage).
 """
@@ -109,7 +113,7 @@ class _Held:
     confirmed: bool = False
     top: list[Candidate] = field(default_factory=list)  # best first (POOL with consensus)
     emitted: set[int] = field(default_factory=set)  # frame indices of crops already sent
-    last_emitted: float | None = None  # the rank (:meth:`Selector.rank`) of the best sent
+    sent: list[Candidate] = field(default_factory=list)  # the crops already sent
     centre: npt.NDArray[np.float64] | None = None  # sum of every crop's signature
     signature: dict[int, Signature] = field(default_factory=dict)  # of the pool's crops
 
@@ -183,9 +187,9 @@ class Selector:
         keys = self._ranks(held.top, held)
         order = sorted(range(len(keys)), key=lambda i: -keys[i])  # stable: first on ties
         held.top = [held.top[i] for i in order[:keep]]
-        if held.signature:  # forget the signatures of crops that left the pool
-            pool = {c.frame_index for c in held.top}
-            held.signature = {f: s for f, s in held.signature.items() if f in pool}
+        if held.signature:  # forget the signatures of crops that left the pool (unsent)
+            keep_sig = {c.frame_index for c in held.top} | held.emitted
+            held.signature = {f: s for f, s in held.signature.items() if f in keep_sig}
         if not held.confirmed:
             return []
         out = self._due_max_wait(held, cand.t)
@@ -217,19 +221,23 @@ class Selector:
 
     def _due_max_wait(self, held: _Held, t: float) -> list[Emission]:
         wait = self.cfg.max_wait_s
-        if wait <= 0 or held.last_emitted is not None or t - held.first_t < wait:
+        if wait <= 0 or held.sent or t - held.first_t < wait:
             return []
         return [self._emit(held, c, rank, "max_wait")
                 for rank, c in enumerate(held.top[: self.cfg.top_k], 1)]
 
     def _beats_last(self, held: _Held, cand: Candidate) -> bool:
-        return held.last_emitted is None or \
-            self.rank(cand, held) >= held.last_emitted + self.cfg.improve_delta
+        """Nothing sent yet, or ``cand`` outranks the best crop sent by ``improve_delta``,
+        both ranked now: against the same centre, so that a consensus formed from the
+        first few crops (which agree with themselves) does not keep later ones out."""
+        if not held.sent:
+            return True
+        ranks = self._ranks([cand, *held.sent], held)
+        return ranks[0] >= max(ranks[1:]) + self.cfg.improve_delta
 
     def _emit(self, held: _Held, cand: Candidate, rank: int, reason: EmitReason) -> Emission:
         held.emitted.add(cand.frame_index)
-        key = self.rank(cand, held)
-        held.last_emitted = key if held.last_emitted is None else max(held.last_emitted, key)
+        held.sent.append(cand)
         return Emission(
             emit_id=self._make_id(), reason=reason, rank=rank, candidate=cand, model=self.model,
             origin=self.origin)
