@@ -12,27 +12,69 @@ import cv2
 import numpy as np
 import pytest
 
-from stream_gate.config import SelectConfig
-from stream_gate.service.review import improving_entries
-from stream_gate.stages.select import Selector
-from stream_gate.types import TrackEnd
+from stream_gate.config import SelectConfig, load_settings
+from stream_gate.service.review import Crop, Track, build, improving_entries, load
 
 from .conftest import run_cli
-from .test_select import cand
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def test_the_improving_table_counts_what_the_selector_emits() -> None:
-    qualities = [12.0, 30.0, 33.0, 36.0, 70.0, 72.0, 90.0, 50.0, 96.0]
-    for min_quality in (0.0, 35.0, 80.0):
-        cfg = SelectConfig(policy="improving", min_quality=min_quality, improve_delta=5.0)
-        sel = Selector(cfg, "m")
-        sent = [em for i, q in enumerate(qualities) for em in sel.offer(cand(1, i, q), True)]
-        sent += sel.end(TrackEnd(1, True, len(qualities)))
-        assert improving_entries(qualities, min_quality, 5.0) == len(sent), min_quality
+def _track(qualities: list[float], signatures: list[np.ndarray] | None = None) -> Track:
+    t = Track("cam", 1)
+    for i, q in enumerate(qualities):
+        t.crops.append(Crop(i, 1000 + 100 * i, q, 0.9, 40.0, 0.0, Path("absent.jpg"),
+                            signature=None if signatures is None else signatures[i]))
+    return t
+
+
+def test_the_improving_table_counts_what_the_selector_would_emit() -> None:
+    """By quality alone, worked by hand: once confirmed, a crop is sent when it beats the
+    ones sent by improve_delta (5)."""
+    track = _track([12.0, 30.0, 33.0, 36.0, 70.0, 72.0, 90.0, 50.0, 96.0])
+    alone = SelectConfig(policy="track_end", consensus_weight=0.0)  # the table: improving
+    assert improving_entries(track, alone, 0.0) == 6  # 12 30 36 70 90 96
+    assert improving_entries(track, alone, 35.0) == 4  # 36 70 90 96
+    assert improving_entries(track, alone, 80.0) == 2  # 90 96
+    # Confirmed at the third crop: the best of the first three (33), then 70 90 96.
+    assert improving_entries(track, alone, 0.0, min_hits=3) == 4
+    assert improving_entries(Track("cam", 2), alone, 0.0) == 0
+
+
+def test_the_improving_table_replays_the_consensus_with_the_dumped_signatures() -> None:
+    """A person confirmed turned away, then frontal (the crop scoring 62 is one of many
+    alike): with the consensus the frontal crop is sent too, as the selector would;
+    by quality alone (+2 points) it is not."""
+    rng = np.random.default_rng(1)
+    away, frontal = rng.normal(size=(2, 128)).astype(np.float32)
+    sigs = [away] * 3 + [frontal + 0.25 * rng.normal(size=128).astype(np.float32)
+                         for _ in range(27)]
+    track = _track([62.0 if i == 20 else 60.0 for i in range(30)], sigs)
+    assert improving_entries(track, SelectConfig(consensus_weight=0.0), 0.0, 3) == 1
+    assert improving_entries(track, SelectConfig(consensus_weight=3.0), 0.0, 3) == 2
+
+
+@pytest.mark.slow
+def test_the_improving_row_of_the_run_s_own_setting_is_what_the_run_sent(
+        media: Callable[[str], Path], tmp_path: Path) -> None:
+    """A run with policy improving and the default consensus: the review's improving
+    table, at the run's min_quality, counts the entries the run emitted."""
+    cfg = tmp_path / "improving.toml"
+    cfg.write_text('[select]\npolicy = "improving"\n')
+    res = run_cli("--log-level", "warning", "demo", "--config", str(cfg), "--source",
+                  str(media("intel_face-demographics-walking.mp4")), "--fps", "12",
+                  "--sheet", str(tmp_path / "s.png"), "--review", str(tmp_path / "r.html"),
+                  "--out", str(tmp_path / "out"), "--dump-scored", str(tmp_path / "dump"))
+    assert res.returncode == 0, res.stderr
+    emitted = len(list((tmp_path / "out").glob("*.json")))
+    assert emitted >= 2
+    settings = load_settings(cfg)
+    assert any('"signature"' in p.read_text() for p in (tmp_path / "dump").glob("*.json"))
+    (cam,) = build(load(tmp_path / "dump"), settings.select, settings.track.min_hits)
+    row = {thr: entries for thr, entries, _ in cam.improving}
+    assert row[settings.select.min_quality] == emitted
 
 
 @pytest.mark.slow
@@ -58,7 +100,7 @@ def test_the_review_page_of_a_run_renders_in_chromium(media: Callable[[str], Pat
     assert dom.count('class="crop emitted') == emitted
     # The defaults rank by quality and the track consensus: the page says so.
     assert "consensus_weight = 3.0" in dom and "need not be the one of highest" in dom
-    assert "Counted by quality alone" in dom  # the improving table says what it leaves out
+    assert "replayed through the selector" in dom  # the improving table says how it counts
     histogram = dom[dom.index('class="plot histogram"'):dom.index('class="plot quality"')]
     assert histogram.count('id="patch_') >= 20  # the bars
     shot = tmp_path / "review.png"

@@ -4,7 +4,9 @@ An operator choosing ``select.min_quality``, ``improve_delta`` or the gates need
 what the gate saw. Per camera and per track: its scored crops in time order with their
 quality and gate measures (the emitted ones marked, from an ``--out`` directory), the
 quality over time, the histogram of every scored quality against ``min_quality``, what
-``improving`` would have emitted at other thresholds, and a summary (tracks, scored,
+``improving`` would have emitted at other thresholds (the tracks replayed through the
+product's selector, consensus included: the dump carries the model's signatures), and a
+summary (tracks, scored,
 emitted, gated by which gate). The page is self-contained (crops and plots inline), so
 it can be mailed or archived without the dump.
 """
@@ -19,13 +21,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import jinja2
 import numpy as np
+import numpy.typing as npt
 from matplotlib.figure import Figure
 
 from stream_gate.config import ScoreConfig, SelectConfig
 from stream_gate.errors import StartupError
 from stream_gate.geometry import eye_distance, yaw_estimate
+from stream_gate.stages.select import build_selector
+from stream_gate.types import Candidate, TrackEnd
 
 MAX_STRIP = 40  # crops shown per track (evenly spread; the best and the emitted always)
 THRESHOLDS = (0, 20, 40, 60, 80)  # min_quality values the "improving" table compares
@@ -43,6 +49,10 @@ class Crop:
     yaw_deg: float
     jpeg: Path
     emitted: str = ""  # "track_end #1", ... when it was emitted
+    box: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(4, np.float32))
+    landmarks: npt.NDArray[np.float32] = field(
+        default_factory=lambda: np.zeros((5, 2), np.float32))
+    signature: npt.NDArray[np.float32] | None = None  # the quality model's, if it gives one
 
     @property
     def data_uri(self) -> str:
@@ -108,10 +118,13 @@ def load(dump: Path, emitted: Path | None = None) -> dict[str, dict[int, Track]]
         sid, tid, fi = meta["stream_id"], int(meta["track_id"]), int(meta["frame_index"])
         lms = np.array(json.loads(meta["landmarks"]), np.float32)
         track = cams.setdefault(sid, {}).setdefault(tid, Track(sid, tid))
+        sig = meta.get("signature")
         track.crops.append(Crop(fi, int(meta["ts_ms"]), float(meta["quality"]),
                                 float(meta["det_score"]), eye_distance(lms),
                                 yaw_estimate(lms), path.with_suffix(".jpg"),
-                                marks.get((sid, tid, fi), "")))
+                                marks.get((sid, tid, fi), ""),
+                                np.array(json.loads(meta["bbox"]), np.float32), lms,
+                                None if sig is None else np.array(json.loads(sig), np.float32)))
     gated = dump / "gated.jsonl"
     lines = gated.read_text().splitlines() if gated.is_file() else []
     for line in lines:
@@ -126,15 +139,37 @@ def load(dump: Path, emitted: Path | None = None) -> dict[str, dict[int, Track]]
     return cams
 
 
-def improving_entries(qualities: Sequence[float], min_quality: float, delta: float) -> int:
-    """How many crops ``select.policy = "improving"`` (top_k 1) would emit for one
-    track's qualities in time order (confirmation aside)."""
-    last: float | None = None
-    n = 0
-    for q in qualities:
-        if q >= min_quality and (last is None or q >= last + delta):
-            n, last = n + 1, q
-    return n
+def _candidates(track: Track, pixels: bool) -> list[Candidate]:
+    """The track's scored crops as the selector saw them, in time order; the JPEG read
+    back only when ``pixels`` (the consensus on crops without a model signature)."""
+    out = []
+    for c in track.crops:
+        img = cv2.imread(str(c.jpeg)) if pixels and c.signature is None else None
+        out.append(Candidate(
+            stream_id=track.stream_id, track_id=track.track_id, frame_index=c.frame_index,
+            pts=None, t=c.ts_ms / 1000, wall_ms=c.ts_ms, box=c.box, landmarks=c.landmarks,
+            det_score=c.det_score, crop=img if img is not None else np.zeros(
+                (112, 112, 3), np.uint8), quality=c.quality, quality_raw=c.quality / 100,
+            signature=c.signature))
+    return out
+
+
+def improving_entries(track: Track | Sequence[Candidate], select: SelectConfig,
+                      min_quality: float, min_hits: int = 1) -> int:
+    """How many crops ``select.policy = "improving"`` would emit for one track with these
+    select settings at ``min_quality``: its scored crops replayed through the product's
+    selector in time order, the track confirmed at its ``min_hits``-th scored crop (a
+    gate that skipped a face makes that a little late)."""
+    cands = track if not isinstance(track, Track) else _candidates(
+        track, pixels=bool(select.consensus_weight))
+    if not cands:
+        return 0
+    cfg = select.model_copy(update={"policy": "improving", "min_quality": min_quality})
+    selector = build_selector(cfg, "review")
+    n = sum(len(selector.offer(c, confirmed=k >= min_hits))
+            for k, c in enumerate(cands, start=1))
+    return n + len(selector.end(TrackEnd(cands[0].track_id, len(cands) >= min_hits,
+                                         len(cands))))
 
 
 def _svg(fig: Figure) -> str:
@@ -168,7 +203,8 @@ def _histogram(qualities: list[float], min_quality: float) -> str:
     return _svg(fig)
 
 
-def build(cams: dict[str, dict[int, Track]], select: SelectConfig) -> list[Camera]:
+def build(cams: dict[str, dict[int, Track]], select: SelectConfig, min_hits: int = 1
+          ) -> list[Camera]:
     """Each camera's tracks (most crops first), plots and the improving table."""
     out = []
     for sid, by_id in sorted(cams.items()):
@@ -177,9 +213,9 @@ def build(cams: dict[str, dict[int, Track]], select: SelectConfig) -> list[Camer
         cam = Camera(sid, tracks, _quality_plot(scored),
                      _histogram([c.quality for t in scored for c in t.crops],
                                 select.min_quality))
+        cands = [_candidates(t, pixels=bool(select.consensus_weight)) for t in scored]
         for thr in sorted({*THRESHOLDS, select.min_quality}):
-            counts = [improving_entries([c.quality for c in t.crops], thr, select.improve_delta)
-                      for t in scored]
+            counts = [improving_entries(c, select, thr, min_hits) for c in cands]
             cam.improving.append((thr, sum(counts), sum(n > 0 for n in counts)))
         out.append(cam)
     return out
@@ -201,9 +237,10 @@ def render(cameras: list[Camera], select: SelectConfig, score: ScoreConfig, sour
 
 
 def write_review(dump: Path, emitted: Path | None, select: SelectConfig, score: ScoreConfig,
-                 html: Path) -> Path:
-    """The review page of ``dump`` (``emitted``: an ``--out`` folder) written to ``html``."""
-    page = render(build(load(dump, emitted), select), select, score, str(dump))
+                 html: Path, min_hits: int = 1) -> Path:
+    """The review page of ``dump`` (``emitted``: an ``--out`` folder) written to ``html``;
+    ``min_hits``: ``track.min_hits``, for the improving table's replay."""
+    page = render(build(load(dump, emitted), select, min_hits), select, score, str(dump))
     try:
         html.parent.mkdir(parents=True, exist_ok=True)
         html.write_text(page)

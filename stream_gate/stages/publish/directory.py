@@ -77,9 +77,13 @@ class DirectorySink:
             self.write(crop_stem(c.stream_id, c.track_id, em.emit_id), c.crop, entry_fields(em))
 
     def write_scored(self, c: Candidate) -> None:
-        """``--dump-scored``: every scored crop, emitted or not."""
-        self.write(crop_stem(c.stream_id, c.track_id, f"f{c.frame_index:08d}"), c.crop,
-                   candidate_fields(c))
+        """``--dump-scored``: every scored crop, emitted or not, with the quality model's
+        signature where it gives one (so that ``stream-gate review`` can replay the
+        selector's consensus)."""
+        fields = candidate_fields(c)
+        if c.signature is not None:
+            fields["signature"] = json.dumps([round(float(v), 5) for v in c.signature])
+        self.write(crop_stem(c.stream_id, c.track_id, f"f{c.frame_index:08d}"), c.crop, fields)
 
     down = False  # a directory has no outage: a failed write is logged and skipped
     backlog = 0
