@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from stream_gate.config import SelectConfig, load_settings
-from stream_gate.service.review import Crop, Track, build, improving_entries, load
+from stream_gate.service.review import Crop, Track, build, improving_entries, load, render
 
 from .conftest import run_cli
 
@@ -54,6 +54,32 @@ def test_the_improving_table_replays_the_consensus_with_the_dumped_signatures() 
     track = _track([62.0 if i == 20 else 60.0 for i in range(30)], sigs)
     assert improving_entries(track, SelectConfig(consensus_weight=0.0), 0.0, 3) == 1
     assert improving_entries(track, SelectConfig(consensus_weight=3.0), 0.0, 3) == 2
+
+
+def test_each_camera_is_reviewed_under_its_own_select_overrides(tmp_path: Path) -> None:
+    """cameras.toml-style overrides: the door camera's min_quality 45 gets its row in the
+    improving table and fades its crops below 45; the other camera keeps the global 0."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[[streams]]\nid = "door"\nurl = "a.mp4"\n[streams.select]\n'
+                   'min_quality = 45.0\nconsensus_weight = 0.0\n'
+                   '[[streams]]\nid = "hall"\nurl = "b.mp4"\n')
+    settings = load_settings(cfg)
+    door, hall = _track([30.0, 50.0, 40.0]), _track([30.0, 50.0, 40.0])
+    door.stream_id, hall.stream_id = "door", "hall"
+    for t in (door, hall):  # crops the page can show
+        for c in t.crops:
+            c.jpeg = tmp_path / f"{t.stream_id}{c.frame_index}.jpg"
+            cv2.imwrite(str(c.jpeg), np.full((112, 112, 3), 128, np.uint8))
+    cams = build({"door": {1: door}, "hall": {1: hall}}, settings.select, 1,
+                 {s.id: settings.select_for(s.id) for s in settings.streams})
+    rows = {c.stream_id: {thr: n for thr, n, _ in c.improving} for c in cams}
+    assert rows["door"][45.0] == 1 and 45.0 not in rows["hall"]  # 50 only, at 45
+    assert rows["hall"][0] == 2  # 30, then 50 (40 is not 5 better)
+    page = render(cams, settings.select, settings.score, "dump")
+    door_html = page[page.index('data-stream="door"'):page.index('data-stream="hall"')]
+    hall_html = page[page.index('data-stream="hall"'):]
+    assert "This camera's own" in door_html and "This camera's own" not in hall_html
+    assert door_html.count('class="crop low') == 2 and 'class="crop low' not in hall_html
 
 
 @pytest.mark.slow

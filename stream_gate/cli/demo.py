@@ -60,9 +60,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         print(f"contact sheet: {sheet}" if sheet else "no crops emitted: no contact sheet")
         if report.scored:
-            page = write_review(settings.output.dump_scored, settings.output.dir,
-                                settings.select, settings.score, args.review,
-                                settings.track.min_hits)
+            page = write_review(settings.output.dump_scored, settings.output.dir, settings,
+                                args.review)
             print(f"review page: {page}")
         if kept is not None:
             print(f"crops and metadata: {kept}")

@@ -11,7 +11,6 @@ from stream_gate.service.review import write_review
 def cmd_review(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     html = args.html or args.dump / "review.html"
-    path = write_review(args.dump, args.out, settings.select, settings.score, html,
-                        settings.track.min_hits)
+    path = write_review(args.dump, args.out, settings, html)
     print(f"review page: {path}")
     return 0

@@ -17,7 +17,7 @@ import base64
 import io
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from matplotlib.figure import Figure
 
-from stream_gate.config import ScoreConfig, SelectConfig
+from stream_gate.config import ScoreConfig, SelectConfig, Settings
 from stream_gate.errors import StartupError
 from stream_gate.geometry import eye_distance, yaw_estimate
 from stream_gate.stages.select import build_selector
@@ -89,6 +89,7 @@ class Track:
 class Camera:
     stream_id: str
     tracks: list[Track]
+    select: SelectConfig  # this camera's: the global [select] with its overrides
     quality_svg: str = ""
     histogram_svg: str = ""
     improving: list[tuple[float, int, int]] = field(default_factory=list)  # thr, entries, tracks
@@ -203,19 +204,21 @@ def _histogram(qualities: list[float], min_quality: float) -> str:
     return _svg(fig)
 
 
-def build(cams: dict[str, dict[int, Track]], select: SelectConfig, min_hits: int = 1
-          ) -> list[Camera]:
-    """Each camera's tracks (most crops first), plots and the improving table."""
+def build(cams: dict[str, dict[int, Track]], select: SelectConfig, min_hits: int = 1,
+          per_camera: Mapping[str, SelectConfig] | None = None) -> list[Camera]:
+    """Each camera's tracks (most crops first), plots and the improving table, under its
+    own select settings (``per_camera``, by stream id; ``select`` for the others)."""
     out = []
     for sid, by_id in sorted(cams.items()):
         tracks = sorted((t for t in by_id.values()), key=lambda t: (-len(t.crops), t.track_id))
         scored = [t for t in tracks if t.crops]
-        cam = Camera(sid, tracks, _quality_plot(scored),
+        own = (per_camera or {}).get(sid, select)
+        cam = Camera(sid, tracks, own, _quality_plot(scored),
                      _histogram([c.quality for t in scored for c in t.crops],
-                                select.min_quality))
-        cands = [_candidates(t, pixels=bool(select.consensus_weight)) for t in scored]
-        for thr in sorted({*THRESHOLDS, select.min_quality}):
-            counts = [improving_entries(c, select, thr, min_hits) for c in cands]
+                                own.min_quality))
+        cands = [_candidates(t, pixels=bool(own.consensus_weight)) for t in scored]
+        for thr in sorted({*THRESHOLDS, own.min_quality}):
+            counts = [improving_entries(c, own, thr, min_hits) for c in cands]
             cam.improving.append((thr, sum(counts), sum(n > 0 for n in counts)))
         out.append(cam)
     return out
@@ -236,11 +239,12 @@ def render(cameras: list[Camera], select: SelectConfig, score: ScoreConfig, sour
                            emitted=sum(len(t.emitted) for c in cameras for t in c.tracks))
 
 
-def write_review(dump: Path, emitted: Path | None, select: SelectConfig, score: ScoreConfig,
-                 html: Path, min_hits: int = 1) -> Path:
-    """The review page of ``dump`` (``emitted``: an ``--out`` folder) written to ``html``;
-    ``min_hits``: ``track.min_hits``, for the improving table's replay."""
-    page = render(build(load(dump, emitted), select, min_hits), select, score, str(dump))
+def write_review(dump: Path, emitted: Path | None, settings: Settings, html: Path) -> Path:
+    """The review page of ``dump`` (``emitted``: an ``--out`` folder) written to ``html``,
+    each camera under its own select settings where ``settings`` has the stream."""
+    per_camera = {s.id: settings.select_for(s.id) for s in settings.streams}
+    page = render(build(load(dump, emitted), settings.select, settings.track.min_hits,
+                        per_camera), settings.select, settings.score, str(dump))
     try:
         html.parent.mkdir(parents=True, exist_ok=True)
         html.write_text(page)
