@@ -26,7 +26,6 @@ More emissions can only raise ``best held``: read it with the emissions per trac
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,6 +280,7 @@ def evaluate_emissions(clip_list: Path, media: Path, model: str, teacher_path: P
     from trainer.evaluate import model_scores
     from trainer.realvideo import clip_crops, load_clips
     from trainer.recognisers import DlibRecogniser, OnnxRecogniser, cached_embed
+    from trainer.video_eval import save_report
 
     setup_logging("warning")
     out.mkdir(parents=True, exist_ok=True)
@@ -306,9 +306,5 @@ def evaluate_emissions(clip_list: Path, media: Path, model: str, teacher_path: P
     report = run(items, settings, embs, TrackConfig().min_hits, gap_s, halves)
     summary = {"clip_list": str(clip_list), "model": name, "fps": fps, "gap_s": gap_s,
                "settings": list(settings), "halves": report}
-    (out / "emissions.json").write_text(json.dumps(summary, indent=1) + "\n")
-    text = table(report)
-    (out / "emissions.md").write_text(text + "\n")
-    print(text)
-    print(f"results: {out / 'emissions.json'}")
+    save_report(summary, table(report), out / "emissions.json", out / "emissions.md")
     return summary

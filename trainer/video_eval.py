@@ -392,12 +392,18 @@ def evaluate_video(clip_list: Path, media: Path, models: Sequence[str], teacher_
     report = run_benchmark(items, scores, embs, segment_s, out, halves)
     summary = {"clip_list": str(clip_list), "fps": fps, "segment_s": segment_s,
                "models": list(scores)[: len(models)], "halves": report}
-    (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
-    text = table(report)
-    (out / "table.md").write_text(text + "\n")
-    print(text)
-    print(f"results: {out / 'results.json'}; picks: {out}/picks-*.png")
+    save_report(summary, table(report), out / "results.json", out / "table.md")
+    print(f"picks: {out}/picks-*.png")
     return summary
+
+
+def save_report(summary: Mapping[str, Any], text: str, json_path: Path, md_path: Path
+                ) -> None:
+    """A benchmark's figures as JSON and its markdown table, the table printed."""
+    json_path.write_text(json.dumps(summary, indent=1) + "\n")
+    md_path.write_text(text + "\n")
+    print(text)
+    print(f"results: {json_path}")
 
 
 def _mean_embedding(teacher: Any, photos: Sequence[Path], detector: Any
