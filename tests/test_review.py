@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -61,8 +62,8 @@ def test_each_camera_is_reviewed_under_its_own_select_overrides(tmp_path: Path) 
     improving table and fades its crops below 45; the other camera keeps the global 0."""
     cfg = tmp_path / "c.toml"
     cfg.write_text('[[streams]]\nid = "door"\nurl = "a.mp4"\n[streams.select]\n'
-                   'min_quality = 45.0\nconsensus_weight = 0.0\n'
-                   '[[streams]]\nid = "hall"\nurl = "b.mp4"\n')
+                   'min_quality = 45.0\nconsensus_weight = 0.0\n[streams.score]\n'
+                   'max_yaw_deg = 30.0\n[[streams]]\nid = "hall"\nurl = "b.mp4"\n')
     settings = load_settings(cfg)
     door, hall = _track([30.0, 50.0, 40.0]), _track([30.0, 50.0, 40.0])
     door.stream_id, hall.stream_id = "door", "hall"
@@ -71,7 +72,8 @@ def test_each_camera_is_reviewed_under_its_own_select_overrides(tmp_path: Path) 
             c.jpeg = tmp_path / f"{t.stream_id}{c.frame_index}.jpg"
             cv2.imwrite(str(c.jpeg), np.full((112, 112, 3), 128, np.uint8))
     cams = build({"door": {1: door}, "hall": {1: hall}}, settings.select, 1,
-                 {s.id: settings.select_for(s.id) for s in settings.streams})
+                 {s.id: settings.select_for(s.id) for s in settings.streams},
+                 {"door": settings.score_for("door")})
     rows = {c.stream_id: {thr: n for thr, n, _ in c.improving} for c in cams}
     assert rows["door"][45.0] == 1 and 45.0 not in rows["hall"]  # 50 only, at 45
     assert rows["hall"][0] == 2  # 30, then 50 (40 is not 5 better)
@@ -79,6 +81,7 @@ def test_each_camera_is_reviewed_under_its_own_select_overrides(tmp_path: Path) 
     door_html = page[page.index('data-stream="door"'):page.index('data-stream="hall"')]
     hall_html = page[page.index('data-stream="hall"'):]
     assert "This camera's own" in door_html and "This camera's own" not in hall_html
+    assert "max_yaw_deg = 30.0" in door_html and "max_yaw_deg = 30.0" not in hall_html
     assert door_html.count('class="crop low') == 2 and 'class="crop low' not in hall_html
 
 
@@ -97,7 +100,8 @@ def test_the_improving_row_of_the_run_s_own_setting_is_what_the_run_sent(
     emitted = len(list((tmp_path / "out").glob("*.json")))
     assert emitted >= 2
     settings = load_settings(cfg)
-    assert any('"signature"' in p.read_text() for p in (tmp_path / "dump").glob("*.json"))
+    records = [json.loads(p.read_text()) for p in (tmp_path / "dump").glob("*.json")]
+    assert all("signature" in r and float(r["t"]) >= 0 for r in records)
     (cam,) = build(load(tmp_path / "dump"), settings.select, settings.track.min_hits)
     row = {thr: entries for thr, entries, _ in cam.improving}
     assert row[settings.select.min_quality] == emitted

@@ -53,6 +53,7 @@ class Crop:
     landmarks: npt.NDArray[np.float32] = field(
         default_factory=lambda: np.zeros((5, 2), np.float32))
     signature: npt.NDArray[np.float32] | None = None  # the quality model's, if it gives one
+    t: float | None = None  # media time, s (older dumps: none; the wall clock stands in)
 
     @property
     def data_uri(self) -> str:
@@ -90,6 +91,7 @@ class Camera:
     stream_id: str
     tracks: list[Track]
     select: SelectConfig  # this camera's: the global [select] with its overrides
+    score: ScoreConfig | None = None  # its [score] gates where it overrides them
     quality_svg: str = ""
     histogram_svg: str = ""
     improving: list[tuple[float, int, int]] = field(default_factory=list)  # thr, entries, tracks
@@ -125,7 +127,8 @@ def load(dump: Path, emitted: Path | None = None) -> dict[str, dict[int, Track]]
                                 yaw_estimate(lms), path.with_suffix(".jpg"),
                                 marks.get((sid, tid, fi), ""),
                                 np.array(json.loads(meta["bbox"]), np.float32), lms,
-                                None if sig is None else np.array(json.loads(sig), np.float32)))
+                                None if sig is None else np.array(json.loads(sig), np.float32),
+                                float(meta["t"]) if "t" in meta else None))
     gated = dump / "gated.jsonl"
     lines = gated.read_text().splitlines() if gated.is_file() else []
     for line in lines:
@@ -148,7 +151,8 @@ def _candidates(track: Track, pixels: bool) -> list[Candidate]:
         img = cv2.imread(str(c.jpeg)) if pixels and c.signature is None else None
         out.append(Candidate(
             stream_id=track.stream_id, track_id=track.track_id, frame_index=c.frame_index,
-            pts=None, t=c.ts_ms / 1000, wall_ms=c.ts_ms, box=c.box, landmarks=c.landmarks,
+            pts=None, t=c.ts_ms / 1000 if c.t is None else c.t, wall_ms=c.ts_ms, box=c.box,
+            landmarks=c.landmarks,
             det_score=c.det_score, crop=img if img is not None else np.zeros(
                 (112, 112, 3), np.uint8), quality=c.quality, quality_raw=c.quality / 100,
             signature=c.signature))
@@ -205,15 +209,17 @@ def _histogram(qualities: list[float], min_quality: float) -> str:
 
 
 def build(cams: dict[str, dict[int, Track]], select: SelectConfig, min_hits: int = 1,
-          per_camera: Mapping[str, SelectConfig] | None = None) -> list[Camera]:
+          per_camera: Mapping[str, SelectConfig] | None = None,
+          gates: Mapping[str, ScoreConfig] | None = None) -> list[Camera]:
     """Each camera's tracks (most crops first), plots and the improving table, under its
-    own select settings (``per_camera``, by stream id; ``select`` for the others)."""
+    own select settings (``per_camera``, by stream id; ``select`` for the others);
+    ``gates``: the [score] of the cameras that override it, shown with them."""
     out = []
     for sid, by_id in sorted(cams.items()):
         tracks = sorted((t for t in by_id.values()), key=lambda t: (-len(t.crops), t.track_id))
         scored = [t for t in tracks if t.crops]
         own = (per_camera or {}).get(sid, select)
-        cam = Camera(sid, tracks, own, _quality_plot(scored),
+        cam = Camera(sid, tracks, own, (gates or {}).get(sid), _quality_plot(scored),
                      _histogram([c.quality for t in scored for c in t.crops],
                                 own.min_quality))
         cands = [_candidates(t, pixels=bool(own.consensus_weight)) for t in scored]
@@ -243,8 +249,9 @@ def write_review(dump: Path, emitted: Path | None, settings: Settings, html: Pat
     """The review page of ``dump`` (``emitted``: an ``--out`` folder) written to ``html``,
     each camera under its own select settings where ``settings`` has the stream."""
     per_camera = {s.id: settings.select_for(s.id) for s in settings.streams}
+    gates = {s.id: settings.score_for(s.id) for s in settings.streams if s.score is not None}
     page = render(build(load(dump, emitted), settings.select, settings.track.min_hits,
-                        per_camera), settings.select, settings.score, str(dump))
+                        per_camera, gates), settings.select, settings.score, str(dump))
     try:
         html.parent.mkdir(parents=True, exist_ok=True)
         html.write_text(page)

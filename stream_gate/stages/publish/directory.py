@@ -77,10 +77,11 @@ class DirectorySink:
             self.write(crop_stem(c.stream_id, c.track_id, em.emit_id), c.crop, entry_fields(em))
 
     def write_scored(self, c: Candidate) -> None:
-        """``--dump-scored``: every scored crop, emitted or not, with the quality model's
-        signature where it gives one (so that ``stream-gate review`` can replay the
-        selector's consensus)."""
-        fields = candidate_fields(c)
+        """``--dump-scored``: every scored crop, emitted or not, with its media time ``t``
+        and the quality model's signature where it gives one (so that ``stream-gate
+        review`` can replay the selector: ``max_wait_s`` counts media time, the consensus
+        compares signatures)."""
+        fields = {**candidate_fields(c), "t": f"{c.t:.3f}"}
         if c.signature is not None:
             fields["signature"] = json.dumps([round(float(v), 5) for v in c.signature])
         self.write(crop_stem(c.stream_id, c.track_id, f"f{c.frame_index:08d}"), c.crop, fields)
